@@ -1,0 +1,3 @@
+from ordclip.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,134 @@
+"""The one command line of the pipeline: ``python -m ordclip <verb> ...`` (also ``ordclip``).
+
+Every Snakemake rule (and DVC stage) runs one of these verbs. Each reads the same params files
+Snakemake merged (``--params``, in order, then ``--set KEY=VALUE``), and takes its paths from
+ordclip.layout. Heavy libraries are imported by the verbs that need them only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+
+from ordclip import layout
+from ordclip.errors import OrdclipError
+
+
+def _params(args):
+    from ordclip.config import load_params, parse_set
+
+    return load_params(args.params or ["params.yaml"], parse_set(args.set or []))
+
+
+def cmd_generate(args) -> None:
+    from ordclip.config import dataset_config
+    from ordclip.data.synthetic import generate
+
+    generate(dataset_config(_params(args), args.dataset), layout.raw_dir(args.dataset))
+
+
+def cmd_prepare(args) -> None:
+    from ordclip.config import dataset_config
+    from ordclip.data.prepare import prepare
+
+    ds = dataset_config(_params(args), args.dataset)
+    prepare(layout.raw_labels(args.dataset), layout.raw_dir(args.dataset), args.size, ds.get("ranks"),
+            layout.prepared_images(args.dataset, args.size), layout.prepared_index(args.dataset, args.size))
+
+
+def cmd_split(args) -> None:
+    from ordclip.config import backbone_config, split_config, suite_config
+    from ordclip.data.splits import write_split
+
+    params = _params(args)
+    bb = backbone_config(params, suite_config(params, args.suite)["backbone"])
+    write_split(layout.prepared_index(args.dataset, bb["resize"]), args.fold,
+                split_config(params, args.suite, args.dataset), layout.split_file(args.suite, args.dataset, args.fold))
+
+
+def cmd_backbone(args) -> None:
+    from ordclip.config import backbone_config
+    from ordclip.errors import ConfigError
+    from ordclip.io import atomic_path, sha256_file
+
+    cfg = backbone_config(_params(args), args.name)
+    out = layout.backbone_weights(args.name)
+    weights = cfg["weights"]
+    if "init_seed" in weights:
+        from ordclip.models.backbone import init_weights
+
+        init_weights(cfg, out)
+        return
+    digest = sha256_file(weights["path"]) if "sha256" in weights else None
+    if digest is not None and digest != weights["sha256"]:
+        raise ConfigError(f"backbones.{args.name}.weights: {weights['path']} has sha256 {digest}, "
+                          f"expected {weights['sha256']}")
+    with atomic_path(out) as tmp:
+        shutil.copyfile(weights["path"], tmp)
+
+
+def cmd_embed(args) -> None:
+    from ordclip.embed import embed
+
+    embed(_params(args), args.suite, args.dataset)
+
+
+def cmd_train(args) -> None:
+    from ordclip.train import run
+
+    run(_params(args), args.suite, args.dataset, args.method, args.fold)
+
+
+def cmd_evaluate(args) -> None:
+    from ordclip.evaluate import evaluate
+
+    evaluate(_params(args), args.suite, args.dataset, args.method, args.fold)
+
+
+def cmd_cell(args) -> None:
+    from ordclip.tables import make_cell
+
+    make_cell(_params(args), args.suite, args.dataset, args.method)
+
+
+def cmd_table(args) -> None:
+    from ordclip.tables import make_table1
+
+    make_table1(_params(args), args.suite, layout.TABLE1_CSV, layout.TABLE1_MD)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ordclip", description=__doc__.split("\n\n")[0])
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--params", action="append", metavar="FILE",
+                        help="params file (repeatable; merged in order; default params.yaml)")
+    common.add_argument("--set", action="append", metavar="KEY=VALUE", help="top-level override, as --config")
+    sub = parser.add_subparsers(dest="verb", required=True)
+
+    def verb(name, func, help_, *opts):
+        p = sub.add_parser(name, parents=[common], help=help_)
+        for opt in opts:
+            p.add_argument(f"--{opt}", required=True, type=int if opt in ("fold", "size") else str)
+        p.set_defaults(func=func)
+
+    verb("generate", cmd_generate, "generate a synthetic dataset's images and labels.csv", "dataset")
+    verb("prepare", cmd_prepare, "decode and resize images into the uint8 cache", "dataset", "size")
+    verb("split", cmd_split, "write one fold's train/val/test split", "suite", "dataset", "fold")
+    verb("backbone", cmd_backbone, "write a backbone's weights file (random init or a verified copy)", "name")
+    verb("embed", cmd_embed, "cache frozen image features and rank-prompt text features", "suite", "dataset")
+    verb("train", cmd_train, "train (or fit) one run", "suite", "dataset", "method", "fold")
+    verb("evaluate", cmd_evaluate, "metrics.json and predictions.csv of one run", "suite", "dataset", "method", "fold")
+    verb("cell", cmd_cell, "aggregate a (dataset, method) cell over folds", "suite", "dataset", "method")
+    verb("table", cmd_table, "build results/table1.csv and .md for a suite", "suite")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except OrdclipError as exc:
+        print(f"ordclip {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,186 @@
+"""Parameters: load and merge params files, validate them, resolve one run's configuration.
+
+Snakemake and the CLI both call these functions, so a job sees exactly the configuration
+that Snakemake planned it with.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+from ordclip.errors import ConfigError
+
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "params.schema.yaml"
+
+
+def deep_merge(base: Mapping, update: Mapping) -> dict:
+    """Merge ``update`` into a copy of ``base``; nested dicts merge, other values replace
+    (the rule Snakemake applies to --configfile and --config)."""
+    out = copy.deepcopy(dict(base))
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_set(items: Iterable[str]) -> dict:
+    """Parse ``KEY=VALUE`` overrides (values read as YAML), as Snakemake's ``--config`` does."""
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def load_params(paths: Iterable[str | Path], overrides: Mapping | None = None) -> dict:
+    """Read and merge the params files in order, apply ``overrides``, validate the result."""
+    params: dict = {}
+    for path in paths:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: params file not found") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        params = deep_merge(params, data)
+    params = deep_merge(params, overrides or {})
+    validate_schema(params)
+    check(params)
+    return params
+
+
+def _key_path(parts: Iterable) -> str:
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<top level>"
+
+
+def validate_schema(params: Mapping) -> None:
+    """Validate against workflow/schemas/params.schema.yaml, naming the key path at fault."""
+    import jsonschema
+
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = [f"{_key_path(e.absolute_path)}: {e.message}" for e in errors[:10]]
+        raise ConfigError("invalid parameters:\n  " + "\n  ".join(lines))
+
+
+def check(params: Mapping) -> None:
+    """Cross-reference checks the schema cannot express (names that must exist, lengths)."""
+    problems: list[str] = []
+    for name, ds in params.get("datasets", {}).items():
+        ranks, names = ds.get("ranks"), ds.get("rank_names")
+        if ranks is not None and ranks[1] <= ranks[0]:
+            problems.append(f"datasets.{name}.ranks: max {ranks[1]} must exceed min {ranks[0]}")
+        elif ranks is not None and names is not None and len(names) != ranks[1] - ranks[0] + 1:
+            problems.append(
+                f"datasets.{name}.rank_names: {len(names)} names for "
+                f"{ranks[1] - ranks[0] + 1} ranks ({ranks[0]}..{ranks[1]})"
+            )
+        split = ds.get("split", {})
+        fractions = [split.get(k, 0) for k in ("train", "val", "test")]
+        if split.get("protocol") == "stratified" and sum(fractions) > 1 + 1e-9:
+            problems.append(f"datasets.{name}.split: train+val+test = {sum(fractions):g} > 1")
+    for sname, suite in params.get("suites", {}).items():
+        where = f"suites.{sname}"
+        if suite.get("backbone") not in params.get("backbones", {}):
+            problems.append(f"{where}.backbone: unknown backbone {suite.get('backbone')!r}")
+        for i, d in enumerate(suite.get("datasets", [])):
+            if d not in params.get("datasets", {}):
+                problems.append(f"{where}.datasets[{i}]: unknown dataset {d!r}")
+        for i, m in enumerate(suite.get("methods", [])):
+            if m not in params.get("methods", {}):
+                problems.append(f"{where}.methods[{i}]: unknown method {m!r}")
+        for m, over in (suite.get("overrides") or {}).items():
+            if m not in suite.get("methods", []):
+                problems.append(f"{where}.overrides.{m}: method is not in {where}.methods")
+            elif m in params.get("methods", {}):
+                problems += _unknown_keys(params["methods"][m], over, f"{where}.overrides.{m}")
+    suite = params.get("suite")
+    if suite not in params.get("suites", {}):
+        problems.append(f"suite: unknown suite {suite!r} (defined: {sorted(params.get('suites', {}))})")
+    if problems:
+        raise ConfigError("invalid parameters:\n  " + "\n  ".join(problems))
+
+
+def _unknown_keys(base: Mapping, over: Mapping, where: str) -> list[str]:
+    out = []
+    for key, value in over.items():
+        if key not in base:
+            out.append(f"{where}.{key}: not a parameter of this method")
+        elif isinstance(value, Mapping) and isinstance(base[key], Mapping):
+            out += _unknown_keys(base[key], value, f"{where}.{key}")
+    return out
+
+
+def suite_config(params: Mapping, suite: str) -> dict:
+    """The suite's own entry (datasets, methods, folds, backbone, device)."""
+    try:
+        return dict(params["suites"][suite])
+    except KeyError:
+        raise ConfigError(f"suites.{suite}: unknown suite (defined: {sorted(params['suites'])})") from None
+
+
+def backbone_config(params: Mapping, name: str) -> dict:
+    return {"name": name, **params["backbones"][name]}
+
+
+def dataset_config(params: Mapping, name: str) -> dict:
+    try:
+        return {"name": name, **params["datasets"][name]}
+    except KeyError:
+        raise ConfigError(f"datasets.{name}: unknown dataset") from None
+
+
+def method_config(params: Mapping, suite: str, name: str) -> dict:
+    """The method's parameters with the suite's overrides merged in."""
+    try:
+        base = params["methods"][name]
+    except KeyError:
+        raise ConfigError(f"methods.{name}: unknown method") from None
+    over = (suite_config(params, suite).get("overrides") or {}).get(name, {})
+    return {"name": name, **deep_merge(base, over)}
+
+
+def run_config(params: Mapping, suite: str, dataset: str, method: str) -> dict:
+    """Everything one (suite, dataset, method) run depends on, and nothing else."""
+    s = suite_config(params, suite)
+    if dataset not in s["datasets"]:
+        raise ConfigError(f"suites.{suite}.datasets: {dataset!r} is not in this suite")
+    if method not in s["methods"]:
+        raise ConfigError(f"suites.{suite}.methods: {method!r} is not in this suite")
+    return {
+        "suite": suite,
+        "seed": params["seed"],
+        "device": s.get("device", "auto"),
+        "precision": s.get("precision", "auto"),
+        "backbone": backbone_config(params, s["backbone"]),
+        "dataset": dataset_config(params, dataset),
+        "method": method_config(params, suite, method),
+    }
+
+
+def split_config(params: Mapping, suite: str, dataset: str) -> dict:
+    s = suite_config(params, suite)
+    return {"folds": s["folds"], "seed": params["seed"], **dataset_config(params, dataset)["split"]}
+
+
+def config_hash(obj: Any) -> str:
+    """sha256 of the canonical JSON form of ``obj``."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()

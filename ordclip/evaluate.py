@@ -1,0 +1,68 @@
+"""Evaluate a run from its recorded outputs: metrics.json and the test predictions.
+
+Two selections are reported: the candidate (epoch, or C) best on validation — ours, the headline —
+and the one best on test, which is what the official OrdinalCLIP/NumCLIP code reports (its
+validation list is the test list); the latter is labelled ``test_selected``.
+"""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+
+from ordclip import layout
+from ordclip.config import run_config
+from ordclip.data.splits import read_index
+from ordclip.io import atomic_path, write_json
+from ordclip.metrics import mode_predictions, selection_score, summarize
+
+HEADLINE = ("mae", "acc", "one_off_acc", "qwk")
+
+
+def select(outputs: list[dict[str, np.ndarray]], y: np.ndarray, select_on: str) -> int:
+    """Index of the best candidate by ``select_on`` (ties: the earliest)."""
+    return int(np.argmin([selection_score(o, y, select_on) for o in outputs]))
+
+
+def _candidates(npz, part: str) -> list[dict[str, np.ndarray]]:
+    keys = [k for k in ("logits", "value") if f"{part}_{k}" in npz]
+    return [{k: npz[f"{part}_{k}"][i] for k in keys} for i in range(len(npz["candidates"]))]
+
+
+def _report(metrics_by_mode: dict[str, dict], report: dict[str, str]) -> dict[str, float | None]:
+    """Headline metrics: MAE from the ``report.mae`` mode, the others from ``report.acc``'s."""
+    out = {"mae": metrics_by_mode[report["mae"]]["mae"]}
+    out.update({k: metrics_by_mode[report["acc"]][k] for k in HEADLINE[1:]})
+    return out
+
+
+def evaluate(params: dict, suite: str, dataset: str, method: str, fold: int) -> None:
+    cfg = run_config(params, suite, dataset, method)
+    mcfg = cfg["method"]
+    run = lambda name: layout.run_file(suite, dataset, method, fold, name)  # noqa: E731
+    npz = np.load(run("outputs.npz"))
+    names = [str(n) for n in npz["candidates"]]
+    y = {p: npz[f"{p}_y"] for p in ("val", "test")}
+    cands = {p: _candidates(npz, p) for p in ("val", "test")}
+    chosen = {"val_selected": select(cands["val"], y["val"], mcfg["select_on"]),
+              "test_selected": select(cands["test"], y["test"], mcfg["select_on"])}
+    result: dict = {"select_on": mcfg["select_on"], "report": mcfg["report"]}
+    for label, i in chosen.items():
+        by_mode = {p: {m: summarize(pred, y[p]) for m, pred in mode_predictions(cands[p][i]).items()}
+                   for p in ("val", "test")}
+        result[label] = {"candidate": names[i], "index": i, **by_mode,
+                         "headline": _report(by_mode["test"], mcfg["report"])}
+    result["test"] = result["val_selected"]["headline"]
+    result["test_selected_test"] = result["test_selected"]["headline"]
+    write_json(run("metrics.json"), result)
+
+    index = read_index(layout.prepared_index(dataset, cfg["backbone"]["resize"]))
+    preds = mode_predictions(cands["test"][chosen["val_selected"]])
+    with atomic_path(run("predictions.csv")) as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["index", "path", "label", "rank", *[f"pred_{m}" for m in preds]])
+            for j, i in enumerate(npz["test_index"]):
+                writer.writerow([int(i), index["path"][i], int(index["label"][i]), int(y["test"][j]),
+                                 *[f"{preds[m][j]:.6g}" for m in preds]])

@@ -1,0 +1,63 @@
+"""Where every file of the pipeline lives. Snakemake rules and the CLI both take paths from here."""
+
+from __future__ import annotations
+
+DATA = "data"
+RESULTS = "results"
+
+
+def raw_dir(dataset: str) -> str:
+    return f"{DATA}/raw/{dataset}"
+
+
+def raw_labels(dataset: str) -> str:
+    return f"{raw_dir(dataset)}/labels.csv"
+
+
+def prepared_dir(dataset: str, px: int | str) -> str:
+    return f"{DATA}/prepared/{dataset}/{px}px"
+
+
+def prepared_images(dataset: str, px: int | str) -> str:
+    return f"{prepared_dir(dataset, px)}/images.npy"
+
+
+def prepared_index(dataset: str, px: int | str) -> str:
+    return f"{prepared_dir(dataset, px)}/index.csv"
+
+
+def backbone_weights(backbone: str) -> str:
+    return f"{DATA}/weights/{backbone}.pt"
+
+
+def split_file(suite: str, dataset: str, fold: int | str) -> str:
+    return f"{RESULTS}/{suite}/splits/{dataset}/fold{fold}.csv"
+
+
+def features(suite: str, dataset: str) -> str:
+    return f"{RESULTS}/{suite}/embed/{dataset}/features.npz"
+
+
+def run_dir(suite: str, dataset: str, method: str, fold: int | str) -> str:
+    return f"{RESULTS}/{suite}/runs/{dataset}/{method}/fold{fold}"
+
+
+RUN_TRAIN_FILES = ("model.pt", "outputs.npz", "log.jsonl")
+RUN_EVAL_FILES = ("metrics.json", "predictions.csv")
+
+
+def run_file(suite: str, dataset: str, method: str, fold: int | str, name: str) -> str:
+    return f"{run_dir(suite, dataset, method, fold)}/{name}"
+
+
+def cell_file(suite: str, dataset: str, method: str) -> str:
+    return f"{RESULTS}/{suite}/cells/{dataset}/{method}.json"
+
+
+def log_file(suite: str, step: str, *parts: str | int) -> str:
+    """A job's stderr log; suite-independent data steps use the suite name "data"."""
+    return f"logs/{suite}/{step}/" + "/".join(str(p) for p in parts) + ".log"
+
+
+TABLE1_CSV = f"{RESULTS}/table1.csv"
+TABLE1_MD = f"{RESULTS}/table1.md"

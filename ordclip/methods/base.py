@@ -1,0 +1,104 @@
+"""What every trained method provides to the generic training loop (ordclip.train)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ordclip.models.backbone import encode_token_embeddings
+from ordclip.models.prompts import PromptLearner
+
+
+@dataclass
+class Task:
+    """What a method needs to know of a dataset: its ranks and their prompt words."""
+
+    num_ranks: int
+    rank_names: list[str]
+    context: str
+
+
+@dataclass
+class ParamGroup:
+    name: str
+    params: list[nn.Parameter]
+    lr: float
+
+
+@dataclass
+class Stage:
+    """One training stage: how long, which parameters at which learning rate (lr 0 = frozen),
+    and the weight of each loss term."""
+
+    name: str
+    epochs: int
+    groups: list[ParamGroup]
+    loss_weights: dict[str, float] = field(default_factory=dict)
+
+
+class RankTextModel(nn.Module):
+    """CLIP with a prompt learner: logits = exp(logit_scale) · norm(f_img) · norm(f_txt)ᵀ.
+
+    The whole backbone starts frozen (text tower and logit scale stay so); a method's stage
+    unfreezes the image encoder by giving it a learning rate.
+    """
+
+    def __init__(self, backbone: nn.Module, prompts: PromptLearner) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.prompts = prompts
+        for p in backbone.parameters():
+            p.requires_grad_(False)
+
+    def text_features(self) -> torch.Tensor:
+        x, eot = self.prompts()
+        return F.normalize(encode_token_embeddings(self.backbone, x, eot), dim=-1)
+
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.backbone.encode_image(images), dim=-1)
+
+    def logits(self, images: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
+        text = self.text_features() if text is None else text
+        return self.backbone.logit_scale.exp() * self.image_features(images) @ text.T
+
+
+class PromptMethod(nn.Module):
+    """Shared body of prompt-learning methods (CoOp, OrdinalCLIP): a RankTextModel, one stage
+    training context, ranks and image encoder."""
+
+    def __init__(self, backbone: nn.Module, prompts: PromptLearner, cfg: dict) -> None:
+        super().__init__()
+        self.model = RankTextModel(backbone, prompts)
+        self.cfg = cfg
+
+    def rank_parameters(self) -> list[nn.Parameter]:
+        p = self.model.prompts
+        return [p.ranks] if p.ranks is not None else [p.base_ranks]
+
+    def stages(self) -> list[Stage]:
+        lr = self.cfg["lr"]
+        groups = [
+            ParamGroup("context", [self.model.prompts.context], lr["context"]),
+            ParamGroup("ranks", self.rank_parameters(), lr["ranks"]),
+            ParamGroup("image_encoder", list(self.model.backbone.visual.parameters()), lr["image_encoder"]),
+        ]
+        return [Stage("train", self.cfg["epochs"], groups, dict(self.cfg["loss_weights"]))]
+
+    def eval_state(self) -> torch.Tensor:
+        """Rank text features, computed once per evaluation pass."""
+        return self.model.text_features()
+
+    def predict(self, images: torch.Tensor, state: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        return {"logits": self.model.logits(images, state)}
+
+
+def prompt_learner(backbone: nn.Module, tok, task: Task, cfg: dict, **kwargs) -> PromptLearner:
+    """A PromptLearner over the backbone's token embeddings, context from the task if configured."""
+    return PromptLearner(
+        backbone.token_embedding, tok, task.num_ranks,
+        context=task.context if cfg["init_context"] else None, n_ctx=cfg["n_ctx"],
+        context_length=backbone.positional_embedding.shape[0], **kwargs,
+    )

@@ -1,0 +1,70 @@
+"""Predictions from rank logits, and the ordinal-regression metrics (scikit-learn where it has them).
+
+Everything here works on numpy arrays (torch tensors are accepted and converted), so evaluation
+needs no torch import. Predictions and labels are rank indices 0..R-1.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from sklearn.metrics import accuracy_score, cohen_kappa_score, mean_absolute_error
+
+MODES = ("exp", "max")
+
+
+def _array(x) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def softmax(logits) -> np.ndarray:
+    z = _array(logits)
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def predict(logits, mode: str) -> np.ndarray:
+    """Rank prediction from (N, R) logits: ``exp`` = Σ_k softmax_k · k (expectation), ``max`` = argmax_k."""
+    p = softmax(logits)
+    if mode == "exp":
+        return p @ np.arange(p.shape[-1], dtype=np.float64)
+    if mode == "max":
+        return p.argmax(axis=-1).astype(np.float64)
+    raise ValueError(f"unknown prediction mode {mode!r} (exp | max)")
+
+
+def summarize(pred, y) -> dict[str, float | None]:
+    """MAE of ``pred``; accuracy, one-off accuracy and quadratic-weighted kappa of round(pred).
+
+    Accuracies are fractions in [0, 1]. QWK is None where it is undefined (a single class in both).
+    """
+    pred, y = _array(pred), _array(y).astype(np.int64)
+    hard = np.rint(pred).astype(np.int64)
+    qwk = cohen_kappa_score(y, hard, weights="quadratic") if len(np.unique(np.r_[y, hard])) > 1 else float("nan")
+    return {
+        "mae": float(mean_absolute_error(y, pred)),
+        "acc": float(accuracy_score(y, hard)),
+        "one_off_acc": float(np.mean(np.abs(hard - y) <= 1)),
+        "qwk": None if math.isnan(qwk) else float(qwk),
+    }
+
+
+def mode_predictions(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """All prediction modes a run's outputs support: exp and max from logits, value if regressed."""
+    preds = {mode: predict(outputs["logits"], mode) for mode in MODES}
+    if "value" in outputs:
+        preds["value"] = np.asarray(outputs["value"], dtype=np.float64)
+    return preds
+
+
+def selection_score(outputs: dict[str, np.ndarray], y, select_on: str) -> float:
+    """Lower-is-better score for checkpoint selection, e.g. ``mae_max`` or ``acc_exp``."""
+    metric, _, mode = select_on.rpartition("_")
+    value = summarize(mode_predictions(outputs)[mode], y)[metric]
+    if value is None:
+        return math.inf
+    return value if metric == "mae" else -value

@@ -1,0 +1,83 @@
+"""The open_clip backbone: creation from a config and weights file, and text encoding from
+token embeddings (what prompt learners need)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ordclip.errors import ConfigError
+from ordclip.io import atomic_path
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+_registered = False
+
+
+def register_configs() -> None:
+    """Make ordclip's own open_clip model configs (e.g. ``ordclip-tiny``) known to open_clip."""
+    global _registered
+    if not _registered:
+        import open_clip
+
+        open_clip.add_model_config(CONFIG_DIR)
+        _registered = True
+
+
+def create_backbone(cfg: dict, weights: str | Path | None) -> nn.Module:
+    """The open_clip CLIP model of backbone config ``cfg``, loaded from a local ``weights`` file.
+
+    ``weights=None`` gives a random initialisation (used only to write a tiny backbone's
+    weights file). Weights load with ``weights_only=True``.
+    """
+    import open_clip
+
+    register_configs()
+    if cfg["model"] not in open_clip.list_models():
+        raise ConfigError(f"backbones.{cfg['name']}.model: unknown open_clip model {cfg['model']!r}")
+    if weights is not None and not Path(weights).is_file():
+        raise ConfigError(f"backbones.{cfg['name']}: weights file {weights} not found")
+    model = open_clip.create_model(
+        cfg["model"], pretrained=str(weights) if weights is not None else None, weights_only=True
+    )
+    return model.float().eval()
+
+
+def init_weights(cfg: dict, out: str | Path) -> None:
+    """Write a randomly initialised backbone (seeded by ``weights.init_seed``) as a state_dict file."""
+    torch.manual_seed(cfg["weights"]["init_seed"])
+    model = create_backbone(cfg, None)
+    with atomic_path(out) as tmp:
+        torch.save(model.state_dict(), tmp)
+
+
+def tokenizer(cfg: dict):
+    """open_clip's tokenizer for the backbone (the bundled BPE vocabulary; no network)."""
+    import open_clip
+
+    register_configs()
+    return open_clip.get_tokenizer(cfg["model"])
+
+
+def encode_token_embeddings(model: nn.Module, x: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
+    """CLIP's text tower from token embeddings ``x`` (N, L, D), pooled at the EOT positions.
+
+    Positions after the longest EOT are dropped first: under the causal mask no earlier token
+    attends to them, so the result is exactly that of the full 77-token pass.
+    """
+    length = int(eot.max()) + 1
+    h = x[:, :length] + model.positional_embedding[:length].to(x.dtype)
+    h = model.transformer(h, attn_mask=model.attn_mask[:length, :length])
+    h = model.ln_final(h)
+    h = h[torch.arange(h.shape[0], device=h.device), eot]
+    proj = model.text_projection
+    return proj(h) if isinstance(proj, nn.Linear) else h @ proj
+
+
+@torch.no_grad()
+def encode_texts(model: nn.Module, tok, texts: list[str]) -> torch.Tensor:
+    """Text features of plain sentences (zero-shot prompts)."""
+    ids = tok(texts).to(next(model.parameters()).device)
+    emb = model.token_embedding(ids)
+    return encode_token_embeddings(model, emb, ids.argmax(dim=-1))

@@ -1,0 +1,87 @@
+"""What a run is made of: its task, device, input paths, lineage record and output files."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from ordclip import layout
+from ordclip.config import config_hash
+from ordclip.data.splits import read_index
+from ordclip.io import sha256_file
+from ordclip.methods import METHODS
+from ordclip.methods.base import Task
+
+
+def make_task(dataset_cfg: dict, labels: np.ndarray) -> Task:
+    """Ranks min..max (configured, or spanned by the labels) with their prompt words."""
+    lo, hi = dataset_cfg.get("ranks") or (int(labels.min()), int(labels.max()))
+    names = dataset_cfg.get("rank_names") or [str(v) for v in range(lo, hi + 1)]
+    return Task(num_ranks=hi - lo + 1, rank_names=list(names), context=dataset_cfg["prompt"]["context"])
+
+
+def task_for(cfg: dict) -> Task:
+    bb, ds = cfg["backbone"], cfg["dataset"]
+    labels = read_index(layout.prepared_index(ds["name"], bb["resize"]))["label"]
+    return make_task(ds, labels)
+
+
+def inputs(cfg: dict, fold: int) -> dict[str, str]:
+    """The input files of a train run."""
+    bb, ds = cfg["backbone"], cfg["dataset"]
+    paths = {
+        "images": layout.prepared_images(ds["name"], bb["resize"]),
+        "index": layout.prepared_index(ds["name"], bb["resize"]),
+        "split": layout.split_file(cfg["suite"], ds["name"], fold),
+        "weights": layout.backbone_weights(bb["name"]),
+    }
+    if METHODS[cfg["method"]["kind"]]["trains_on"] == "features":
+        paths["features"] = layout.features(cfg["suite"], ds["name"])
+    return paths
+
+
+def device_for(name: str):
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        from ordclip.errors import ConfigError
+
+        raise ConfigError("suites.<suite>.device: 'cuda' requested but no CUDA device is visible")
+    return torch.device(name)
+
+
+def _git() -> dict:
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+
+
+def lineage(cfg: dict, fold: int, input_paths: dict[str, str], device: str, seconds: float) -> dict:
+    """The run.json record: code, configuration, inputs and environment of one run."""
+    versions = {}
+    for pkg in ("torch", "open_clip_torch", "numpy", "scikit-learn", "snakemake"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    hashed = {k: {"path": p, "sha256": sha256_file(p)} for k, p in input_paths.items() if k != "images"}
+    hashed["images"] = {"path": input_paths["images"], "bytes": os.path.getsize(input_paths["images"])}
+    return {
+        "suite": cfg["suite"], "dataset": cfg["dataset"]["name"], "method": cfg["method"]["name"],
+        "fold": fold, "seed": cfg["seed"], "git": _git(), "config": cfg, "config_sha256": config_hash(cfg),
+        "inputs": hashed, "python": sys.version.split()[0], "platform": platform.platform(),
+        "versions": versions, "device": device, "wall_seconds": round(seconds, 2),
+    }

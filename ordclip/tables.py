@@ -1,0 +1,90 @@
+"""Cells (one dataset × method: mean ± std over folds) and the tables built from them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from ordclip import layout
+from ordclip.config import suite_config
+from ordclip.io import atomic_path, write_json, write_text
+
+CELL_METRICS = {
+    # table metric name: (key in metrics.json, metric)
+    "mae": ("test", "mae"),
+    "acc": ("test", "acc"),
+    "one_off_acc": ("test", "one_off_acc"),
+    "qwk": ("test", "qwk"),
+    "mae_test_selected": ("test_selected_test", "mae"),
+    "acc_test_selected": ("test_selected_test", "acc"),
+}
+TABLE_COLUMNS = ["suite", "dataset", "method", "metric", "mean", "std", "n_folds"]
+
+
+def make_cell(params: dict, suite: str, dataset: str, method: str) -> None:
+    """Aggregate the folds' metrics.json into the cell file: mean, sample std (ddof=1), values."""
+    folds = list(range(suite_config(params, suite)["folds"]))
+    runs = [json.loads(open(layout.run_file(suite, dataset, method, k, "metrics.json")).read()) for k in folds]
+    metrics = {}
+    for name, (section, key) in CELL_METRICS.items():
+        values = [r[section][key] for r in runs]
+        finite = [v for v in values if v is not None]
+        arr = np.array(finite, dtype=np.float64)
+        metrics[name] = {
+            "mean": float(arr.mean()) if len(arr) else None,
+            "std": float(arr.std(ddof=1)) if len(arr) > 1 else None,
+            "values": values,
+        }
+    write_json(layout.cell_file(suite, dataset, method), {
+        "suite": suite, "dataset": dataset, "method": method, "folds": folds, "n_folds": len(folds),
+        "metrics": metrics,
+    })
+
+
+def read_cells(params: dict, suite: str) -> pd.DataFrame:
+    """The suite's cells in tidy long form: one row per cell and metric."""
+    s = suite_config(params, suite)
+    rows = []
+    for dataset in s["datasets"]:
+        for method in s["methods"]:
+            cell = json.loads(open(layout.cell_file(suite, dataset, method)).read())
+            for metric, m in cell["metrics"].items():
+                rows.append({"suite": suite, "dataset": dataset, "method": method, "metric": metric,
+                             "mean": m["mean"], "std": m["std"], "n_folds": cell["n_folds"]})
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+def _pm(mean: float | None, std: float | None, scale: float, digits: int) -> str:
+    if mean is None:
+        return "–"
+    text = f"{mean * scale:.{digits}f}"
+    return text + (f" ± {std * scale:.{digits}f}" if std is not None else "")
+
+
+def markdown(df: pd.DataFrame, methods: list[str], datasets: list[str]) -> str:
+    """The papers' wide layout: methods as rows, each dataset's MAE and Acc (%) as mean ± std."""
+    header = ["method"] + [f"{d} {m}" for d in datasets for m in ("MAE", "Acc (%)")]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method in methods:
+        cells = [method]
+        for d in datasets:
+            for metric, scale, digits in (("mae", 1, 2), ("acc", 100, 2)):
+                row = df[(df.method == method) & (df.dataset == d) & (df.metric == metric)].iloc[0]
+                mean = None if pd.isna(row["mean"]) else row["mean"]
+                std = None if pd.isna(row["std"]) else row["std"]
+                cells.append(_pm(mean, std, scale, digits))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def make_table1(params: dict, suite: str, out_csv: str, out_md: str) -> None:
+    s = suite_config(params, suite)
+    df = read_cells(params, suite)
+    with atomic_path(out_csv) as tmp:
+        df.to_csv(tmp, index=False)
+    n = df["n_folds"].max()
+    note = (f"Suite `{suite}` (backbone `{s['backbone']}`), mean ± sample std over {n} folds; test metrics of "
+            f"the checkpoint selected on validation. MAE in rank units.\n\n")
+    write_text(out_md, f"# Table 1\n\n{note}" + markdown(df, s["methods"], s["datasets"]))

@@ -1,0 +1,303 @@
+"""The generic training loop for every method, and fitting of the feature-based methods.
+
+A run writes model.pt (the validation-selected weights), outputs.npz (val and test outputs of
+every candidate: each epoch, or each C of a linear probe), log.jsonl and run.json. Training
+checkpoints to resume.pt after every epoch and resumes from it; same seed, same result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ordclip import layout
+from ordclip.config import config_hash
+from ordclip.data.loader import ImagePipeline, Part, load_fold
+from ordclip.data.splits import read_index, read_split
+from ordclip.errors import ConfigError
+from ordclip.io import atomic_path, write_json, write_text
+from ordclip.methods import METHODS, load
+from ordclip.methods.base import Stage
+from ordclip.metrics import mode_predictions, selection_score, summarize
+from ordclip.models.backbone import create_backbone, tokenizer
+from ordclip.runs import device_for, inputs, lineage, task_for
+
+OPTIMIZERS = {
+    "radam": torch.optim.RAdam,
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "sgd": lambda groups, **kw: torch.optim.SGD(groups, momentum=0.9, **kw),
+}
+
+
+def make_optimizer(stage: Stage, cfg: dict) -> torch.optim.Optimizer:
+    groups = [{"params": g.params, "lr": g.lr, "name": g.name} for g in stage.groups if g.lr > 0]
+    if not groups:
+        raise ConfigError(f"methods.{cfg['name']}.lr: every learning rate of stage {stage.name!r} is 0")
+    return OPTIMIZERS[cfg["optimizer"]](groups, weight_decay=cfg["weight_decay"])
+
+
+def make_scheduler(opt: torch.optim.Optimizer, epochs: int, cfg: dict):
+    sched = cfg["scheduler"]
+    if sched["name"] == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    if sched["name"] == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=sched["milestones"], gamma=sched["gamma"])
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+
+
+def set_trainable(method: torch.nn.Module, stage: Stage) -> None:
+    """Only the parameters of the stage's groups with a learning rate > 0 get gradients."""
+    for p in method.parameters():
+        p.requires_grad_(False)
+    for g in stage.groups:
+        for p in g.params:
+            p.requires_grad_(g.lr > 0)
+
+
+def trainable_names(method: torch.nn.Module, stages: list[Stage]) -> list[str]:
+    ids = {id(p) for s in stages for g in s.groups if g.lr > 0 for p in g.params}
+    return [n for n, p in method.named_parameters() if id(p) in ids]
+
+
+def trainable_state(method: torch.nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
+    params = dict(method.named_parameters())
+    return {n: params[n].detach().cpu().clone() for n in names}
+
+
+def amp_context(device: torch.device, precision: str):
+    if device.type == "cuda" and precision in ("auto", "bf16"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def predict_part(method, part: Part, pipeline: ImagePipeline, amp, batch_size: int = 256) -> dict[str, np.ndarray]:
+    """The method's outputs (logits, and value if it regresses) for every image of a part."""
+    method.eval()
+    with amp:
+        state = method.eval_state()
+    chunks: dict[str, list] = {}
+    for start in range(0, len(part.index), batch_size):
+        with amp:
+            out = method.predict(pipeline(part.images[start:start + batch_size], train=False), state)
+        for k, v in out.items():
+            chunks.setdefault(k, []).append(v.float().cpu())
+    return {k: torch.cat(v).numpy() for k, v in chunks.items()}
+
+
+def _quick_metrics(outputs: dict[str, np.ndarray], y: np.ndarray) -> dict:
+    return {mode: summarize(pred, y) for mode, pred in mode_predictions(outputs).items()}
+
+
+def _train_epoch(method, stage, part, pipeline, opt, gen, batch_size, amp, bar) -> dict[str, float]:
+    method.train()
+    n = len(part.index)
+    perm = torch.randperm(n, generator=gen)
+    sums: dict[str, torch.Tensor] = {}
+    for start in range(0, n, batch_size):
+        idx = perm[start:start + batch_size].to(part.images.device)
+        x, y = pipeline(part.images[idx], train=True, generator=gen), part.ranks[idx]
+        with amp:
+            terms = method.losses(x, y, stage)
+        unknown = set(terms) - set(stage.loss_weights)
+        if unknown:
+            raise ConfigError(f"loss_weights: no weight for loss term(s) {sorted(unknown)} of stage {stage.name!r}")
+        total = sum(stage.loss_weights[k] * v.float() for k, v in terms.items())
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0) + v.detach().float() * len(idx)
+        bar.update(1)
+    return {k: float(v) / n for k, v in sums.items()}
+
+
+def _write_outputs(path: Path, names: list[str], parts: dict[str, dict], per_part: dict[str, list[dict]]) -> None:
+    """outputs.npz: candidate names, and per part the dataset indices, ranks and stacked outputs."""
+    arrays = {"candidates": np.array(names)}
+    for part in ("val", "test"):
+        arrays[f"{part}_index"] = parts[part]["index"]
+        arrays[f"{part}_y"] = parts[part]["y"]
+        for key in per_part[part][0]:
+            arrays[f"{part}_{key}"] = np.stack([o[key] for o in per_part[part]]).astype(np.float32)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+
+def _write_log(path: Path, history: list[dict]) -> None:
+    write_text(path, "".join(json.dumps(h, allow_nan=False) + "\n" for h in history))
+
+
+def run(params: dict, suite: str, dataset: str, method: str, fold: int, stop_after: int | None = None) -> bool:
+    """Train (or fit) one run and write its files under layout.run_dir.
+
+    ``stop_after``: train at most this many epochs in this call, then return False leaving only
+    the resume checkpoint (a time-boxed job); the next call resumes. True once the run is complete.
+    """
+    from ordclip.config import run_config
+
+    cfg = run_config(params, suite, dataset, method)
+    out = Path(layout.run_dir(suite, dataset, method, fold))
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    paths = inputs(cfg, fold)
+    if METHODS[cfg["method"]["kind"]]["trains_on"] == "features":
+        device = "cpu"
+        _fit_features(cfg, paths, out)
+    else:
+        device = _train_images(cfg, fold, paths, out, stop_after)
+        if device is None:
+            return False
+    write_json(out / "run.json", lineage(cfg, fold, paths, str(device), time.time() - t0))
+    return True
+
+
+def _fit_features(cfg: dict, paths: dict[str, str], out: Path) -> None:
+    feats = np.load(paths["features"])
+    ranks = read_index(paths["index"])["rank"]
+    split = read_split(paths["split"])
+    task = task_for(cfg)
+    x = feats["image_features"]
+    parts = {p: (x[idx], ranks[idx]) for p, idx in split.items()}
+    heads, candidates = load(cfg["method"]["kind"]).fit(
+        parts, feats["text_features"], float(feats["logit_scale"]), task.num_ranks, cfg["method"])
+    select_on = cfg["method"]["select_on"]
+    scores = [selection_score(c["val"], parts["val"][1], select_on) for c in candidates]
+    best = int(np.argmin(scores))
+    history = [{"candidate": i, "name": c["name"], "val": _quick_metrics(c["val"], parts["val"][1]),
+                "test": _quick_metrics(c["test"], parts["test"][1])} for i, c in enumerate(candidates)]
+    _write_log(out / "log.jsonl", history)
+    fold_parts = {p: {"index": split[p], "y": parts[p][1]} for p in ("val", "test")}
+    _write_outputs(out / "outputs.npz", [c["name"] for c in candidates], fold_parts,
+                   {p: [c[p] for c in candidates] for p in ("val", "test")})
+    state = {k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in heads[best].items()}
+    with atomic_path(out / "model.pt") as tmp:
+        torch.save({"format": "ordclip-run/1", "method": cfg["method"], "candidate": candidates[best]["name"],
+                    "state": state}, tmp)
+
+
+def build_method(cfg: dict, device: torch.device, weights: str) -> torch.nn.Module:
+    """The run's method module on its backbone, before training."""
+    bb, mcfg = cfg["backbone"], cfg["method"]
+    backbone = create_backbone(bb, weights)
+    return load(mcfg["kind"]).build(backbone, tokenizer(bb), task_for(cfg), mcfg).to(device)
+
+
+def load_trained(cfg: dict, model_pt: str | Path, weights: str, device: str = "cpu") -> torch.nn.Module:
+    """A trained method: its backbone from ``weights`` with the run's trained parameters loaded."""
+    method = build_method(cfg, torch.device(device), weights)
+    ckpt = torch.load(model_pt, map_location=device, weights_only=True)
+    missing, unexpected = method.load_state_dict(ckpt["state"], strict=False)
+    if unexpected:
+        raise ConfigError(f"{model_pt}: parameters {unexpected[:3]} do not belong to method {cfg['method']['name']}")
+    return method.eval()
+
+
+def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path,
+                  stop_after: int | None = None) -> torch.device | None:
+    mcfg, bb, ds = cfg["method"], cfg["backbone"], cfg["dataset"]
+    device = device_for(cfg["device"])
+    amp = amp_context(device, cfg.get("precision", "auto"))
+    torch.manual_seed(cfg["seed"])
+    np.random.seed(cfg["seed"] % 2**32)
+    parts = load_fold(paths["images"], paths["index"], paths["split"], device)
+    if len(parts["train"].index) == 0 or len(parts["val"].index) == 0:
+        raise ConfigError(f"{paths['split']}: fold {fold} has an empty train or val part")
+    method = build_method(cfg, device, paths["weights"])
+    pipeline = ImagePipeline(bb["image_size"], bb["normalize"], ds.get("hflip", True), device)
+    stages = method.stages()
+    names = trainable_names(method, stages)
+    gen = torch.Generator().manual_seed(cfg["seed"])
+    chash = config_hash(cfg)
+
+    history: list[dict] = []
+    per_part: dict[str, list[dict]] = {"val": [], "test": []}
+    best = {"score": math.inf, "candidate": -1, "state": None}
+    start_stage, start_epoch, opt_state, sched_state = 0, 0, None, None
+    resume_path = out / "resume.pt"
+    if resume_path.exists():
+        ckpt = torch.load(resume_path, map_location="cpu", weights_only=True)
+        if ckpt["config_sha256"] == chash:
+            method.load_state_dict(ckpt["model"], strict=False)
+            history, best = ckpt["history"], ckpt["best"]
+            per_part = {p: [{k: v.numpy() for k, v in o.items()} for o in lst] for p, lst in ckpt["outputs"].items()}
+            start_stage, start_epoch = ckpt["stage"], ckpt["stage_epoch"]
+            opt_state, sched_state = ckpt["optimizer"], ckpt["scheduler"]
+            gen.set_state(ckpt["generator"])
+            torch.set_rng_state(ckpt["torch_rng"])
+            print(f"resuming from {resume_path}: stage {start_stage}, epoch {start_epoch}", file=sys.stderr)
+        else:
+            print(f"{resume_path} was made with another configuration; starting afresh", file=sys.stderr)
+
+    batch_size = mcfg["batch_size"]
+    steps = [s.epochs * math.ceil(len(parts["train"].index) / batch_size) for s in stages]
+    done = sum(steps[:start_stage]) + start_epoch * math.ceil(len(parts["train"].index) / batch_size)
+    bar = tqdm(total=sum(steps), initial=done, desc=f"{ds['name']}/{mcfg['name']}/fold{fold}",
+               mininterval=10, file=sys.stderr)
+    y_val = parts["val"].ranks.cpu().numpy()
+    y_test = parts["test"].ranks.cpu().numpy()
+    epochs_this_call = 0
+    for si in range(start_stage, len(stages)):
+        stage = stages[si]
+        set_trainable(method, stage)
+        opt = make_optimizer(stage, mcfg)
+        sched = make_scheduler(opt, stage.epochs, mcfg)
+        first = start_epoch if si == start_stage else 0
+        if si == start_stage and opt_state is not None:
+            opt.load_state_dict(opt_state)
+            sched.load_state_dict(sched_state)
+        for epoch in range(first, stage.epochs):
+            t = time.time()
+            lrs = {g["name"]: g["lr"] for g in opt.param_groups}
+            losses = _train_epoch(method, stage, parts["train"], pipeline, opt, gen, batch_size, amp, bar)
+            sched.step()
+            val = predict_part(method, parts["val"], pipeline, amp)
+            test = predict_part(method, parts["test"], pipeline, amp)
+            per_part["val"].append(val)
+            per_part["test"].append(test)
+            score = selection_score(val, y_val, mcfg["select_on"])
+            candidate = len(history)
+            if score < best["score"]:
+                best = {"score": score, "candidate": candidate, "state": trainable_state(method, names)}
+            history.append({
+                "candidate": candidate, "name": f"{stage.name} epoch {epoch + 1}", "stage": stage.name,
+                "epoch": epoch + 1, "lr": lrs, "loss": losses, "val": _quick_metrics(val, y_val),
+                "test": _quick_metrics(test, y_test), "seconds": round(time.time() - t, 3),
+            })
+            print(f"{stage.name} epoch {epoch + 1}/{stage.epochs} loss "
+                  + " ".join(f"{k}={v:.4f}" for k, v in losses.items())
+                  + f" val mae_exp={history[-1]['val']['exp']['mae']:.3f}", file=sys.stderr)
+            _write_log(out / "log.jsonl", history)
+            nxt = (si, epoch + 1) if epoch + 1 < stage.epochs else (si + 1, 0)
+            with atomic_path(resume_path) as tmp:
+                torch.save({
+                    "config_sha256": chash, "stage": nxt[0], "stage_epoch": nxt[1],
+                    "model": trainable_state(method, names), "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(), "generator": gen.get_state(),
+                    "torch_rng": torch.get_rng_state(), "history": history, "best": best,
+                    "outputs": {p: [{k: torch.from_numpy(v) for k, v in o.items()} for o in lst]
+                                for p, lst in per_part.items()},
+                }, tmp)
+            opt_state = None
+            epochs_this_call += 1
+            if stop_after is not None and epochs_this_call >= stop_after and nxt[0] < len(stages):
+                bar.close()
+                return None
+    bar.close()
+    fold_parts = {p: {"index": parts[p].index, "y": parts[p].ranks.cpu().numpy()} for p in ("val", "test")}
+    _write_outputs(out / "outputs.npz", [h["name"] for h in history], fold_parts, per_part)
+    with atomic_path(out / "model.pt") as tmp:
+        torch.save({"format": "ordclip-run/1", "method": mcfg, "candidate": history[best["candidate"]]["name"],
+                    "state": best["state"]}, tmp)
+    resume_path.unlink(missing_ok=True)
+    return device
