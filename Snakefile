@@ -1,0 +1,22 @@
+# ordclip: CLIP-based ordinal regression, from data to table. See README.md.
+from snakemake.utils import min_version
+
+min_version("9.19")
+
+
+configfile: "params.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/embed.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/tables.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        L.TABLE1_CSV,
+        L.TABLE1_MD,

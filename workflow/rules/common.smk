@@ -1,0 +1,93 @@
+# Shared helpers: parameter validation, the CLI's --params arguments, targets and job resources.
+import shlex
+from pathlib import Path
+
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from ordclip import layout as L
+from ordclip.config import (
+    backbone_config,
+    check,
+    dataset_config,
+    run_config,
+    split_config,
+    suite_config,
+)
+from ordclip.data.registry import DATASET_KINDS
+from ordclip.errors import ConfigError
+from ordclip.methods import METHODS
+
+validate(config, schema="../schemas/params.schema.yaml", set_default=False)
+try:
+    check(config)
+except ConfigError as exc:
+    raise WorkflowError(str(exc))
+
+SUITE = config["suite"]
+
+
+def _relative(path):
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _cli_params():
+    """The params files and --config values Snakemake merged, as arguments of the CLI."""
+    files = ["params.yaml"] + [_relative(f) for f in workflow.overwrite_configfiles]
+    args = [f"--params {shlex.quote(f)}" for f in dict.fromkeys(files)]
+    for key, value in workflow.config_settings.config.items():
+        if key != "suite":
+            dumped = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+            args.append(f"--set {shlex.quote(f'{key}={dumped}')}")
+    return " ".join(args)
+
+
+CFG = _cli_params()
+GENERATED = [n for n, d in config["datasets"].items() if DATASET_KINDS[d["kind"]]["source"] == "generate"]
+
+
+def suite_backbone(suite):
+    return backbone_config(config, suite_config(config, suite)["backbone"])
+
+
+def trains_on(suite, dataset, method):
+    return METHODS[run_config(config, suite, dataset, method)["method"]["kind"]]["trains_on"]
+
+
+def uses_gpu(suite):
+    return 1 if suite_config(config, suite).get("device", "auto") == "cuda" else 0
+
+
+def table1_cells(suite):
+    s = suite_config(config, suite)
+    return [L.cell_file(suite, d, m) for d in s["datasets"] for m in s["methods"]]
+
+
+def train_inputs(wc):
+    bb = suite_backbone(wc.suite)
+    inputs = {
+        "images": L.prepared_images(wc.dataset, bb["resize"]),
+        "index": L.prepared_index(wc.dataset, bb["resize"]),
+        "split": L.split_file(wc.suite, wc.dataset, wc.fold),
+        "weights": L.backbone_weights(bb["name"]),
+    }
+    if trains_on(wc.suite, wc.dataset, wc.method) == "features":
+        inputs["features"] = L.features(wc.suite, wc.dataset)
+    return inputs
+
+
+def train_gpu(wc):
+    return uses_gpu(wc.suite) if trains_on(wc.suite, wc.dataset, wc.method) == "images" else 0
+
+
+wildcard_constraints:
+    suite=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    dataset=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    method=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    fold=r"\d+",
+    size=r"\d+",

@@ -1,0 +1,22 @@
+# Frozen towers, computed once: image features of every image, text features of the rank prompts.
+
+
+rule embed:
+    input:
+        images=lambda wc: L.prepared_images(wc.dataset, suite_backbone(wc.suite)["resize"]),
+        index=lambda wc: L.prepared_index(wc.dataset, suite_backbone(wc.suite)["resize"]),
+        weights=lambda wc: L.backbone_weights(suite_backbone(wc.suite)["name"]),
+    output:
+        L.features("{suite}", "{dataset}"),
+    params:
+        cfg=CFG,
+        backbone=lambda wc: suite_backbone(wc.suite),
+        dataset=lambda wc: dataset_config(config, wc.dataset),
+    resources:
+        gpu=lambda wc: uses_gpu(wc.suite),
+    conda:
+        "../envs/ordclip.yaml"
+    log:
+        L.log_file("{suite}", "embed", "{dataset}"),
+    shell:
+        "python -m ordclip embed {params.cfg} --suite {wildcards.suite} --dataset {wildcards.dataset} > {log} 2>&1"

@@ -1,0 +1,42 @@
+# Cells (mean ± std over folds) and the table of the active suite.
+
+
+localrules:
+    cell,
+    table,
+
+
+rule cell:
+    input:
+        lambda wc: [
+            L.run_file(wc.suite, wc.dataset, wc.method, k, "metrics.json")
+            for k in range(suite_config(config, wc.suite)["folds"])
+        ],
+    output:
+        L.cell_file("{suite}", "{dataset}", "{method}"),
+    params:
+        cfg=CFG,
+    conda:
+        "../envs/ordclip.yaml"
+    log:
+        L.log_file("{suite}", "cell", "{dataset}", "{method}"),
+    shell:
+        "python -m ordclip cell {params.cfg} --suite {wildcards.suite} --dataset {wildcards.dataset} "
+        "--method {wildcards.method} > {log} 2>&1"
+
+
+rule table:
+    input:
+        table1_cells(SUITE),
+    output:
+        csv=L.TABLE1_CSV,
+        md=L.TABLE1_MD,
+    params:
+        cfg=CFG,
+        suite=SUITE,
+    conda:
+        "../envs/ordclip.yaml"
+    log:
+        L.log_file(SUITE, "table", "table1"),
+    shell:
+        "python -m ordclip table {params.cfg} --suite {params.suite} > {log} 2>&1"

@@ -1,0 +1,23 @@
+# One run = (suite, dataset, method, fold): train or fit, checkpoint every epoch, resume.
+
+
+rule train:
+    input:
+        unpack(train_inputs),
+    output:
+        **{
+            name.split(".")[0]: L.run_file("{suite}", "{dataset}", "{method}", "{fold}", name)
+            for name in L.RUN_TRAIN_FILES
+        },
+    params:
+        cfg=CFG,
+        run=lambda wc: run_config(config, wc.suite, wc.dataset, wc.method),
+    resources:
+        gpu=train_gpu,
+    conda:
+        "../envs/ordclip.yaml"
+    log:
+        L.log_file("{suite}", "train", "{dataset}", "{method}", "fold{fold}"),
+    shell:
+        "python -m ordclip train {params.cfg} --suite {wildcards.suite} --dataset {wildcards.dataset} "
+        "--method {wildcards.method} --fold {wildcards.fold} > {log} 2>&1"
