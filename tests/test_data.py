@@ -1,0 +1,121 @@
+import csv
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ordclip.data.prepare import prepare, read_labels
+from ordclip.data.splits import read_split, stratified, write_split
+from ordclip.data.synthetic import GENERATORS, generate
+from ordclip.errors import DataError
+
+
+def _cfg(generator, seed=7, per_rank=3, ranks=(0, 4)):
+    return {"generator": generator, "ranks": list(ranks), "per_rank": per_rank, "image_size": 64, "seed": seed}
+
+
+@pytest.mark.parametrize("generator", sorted(GENERATORS))
+def test_generation_is_deterministic(tmp_path, generator):
+    generate(_cfg(generator), tmp_path / "a")
+    generate(_cfg(generator), tmp_path / "b")
+    generate(_cfg(generator, seed=8), tmp_path / "c")
+    a = (tmp_path / "a/images/00003.png").read_bytes()
+    assert a == (tmp_path / "b/images/00003.png").read_bytes()
+    assert a != (tmp_path / "c/images/00003.png").read_bytes()
+    assert (tmp_path / "a/labels.csv").read_text() == (tmp_path / "b/labels.csv").read_text()
+    rows = list(csv.DictReader(open(tmp_path / "a/labels.csv")))
+    assert len(rows) == 15 and sorted({int(r["label"]) for r in rows}) == [0, 1, 2, 3, 4]
+
+
+def _level_images(generator, n=12):
+    return {lv: [np.asarray(GENERATORS[generator](np.random.default_rng([1, i]), lv, 5, 64), dtype=float)
+                 for i in range(n)] for lv in range(5)}
+
+
+def test_fading_label_is_visible():
+    # Contrast (pixel standard deviation) falls with the fading level.
+    contrast = {lv: np.mean([im.std() for im in ims]) for lv, ims in _level_images("fading").items()}
+    assert all(contrast[lv] > contrast[lv + 1] for lv in range(4))
+
+
+def test_blur_label_is_visible():
+    # High-frequency energy (mean absolute horizontal gradient) falls with the blur level.
+    grad = {lv: np.mean([np.abs(np.diff(im, axis=1)).mean() for im in ims]) for lv, ims in _level_images("blur").items()}
+    assert all(grad[lv] > grad[lv + 1] for lv in range(4))
+
+
+def test_counting_label_is_visible():
+    from scipy import ndimage
+
+    for level in (1, 4, 9):
+        img = GENERATORS["counting"](np.random.default_rng([3, level]), level, 10, 64)
+        bg = np.median(np.asarray(img, dtype=float).reshape(-1, 3), axis=0)
+        mask = np.abs(np.asarray(img, dtype=float) - bg).sum(-1) > 60
+        assert ndimage.label(mask)[1] == level
+
+
+def _write_dataset(root, rows):
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    for name, _ in rows:
+        if name.endswith(".png") and "missing" not in name:
+            Image.new("RGB", (20, 10), (200, 10, 10)).save(root / name)
+    with open(root / "labels.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label"])
+        w.writerows(rows)
+
+
+def test_prepare_writes_cache_and_ranks(tmp_path):
+    _write_dataset(tmp_path, [("img/a.png", 3), ("img/b.png", 5), ("img/c.png", 4)])
+    prepare(tmp_path / "labels.csv", tmp_path, 8, None, tmp_path / "x.npy", tmp_path / "index.csv")
+    images = np.load(tmp_path / "x.npy")
+    assert images.shape == (3, 8, 8, 3) and images.dtype == np.uint8
+    assert images[0, 4, 4].tolist() == [200, 10, 10]
+    index = list(csv.DictReader(open(tmp_path / "index.csv")))
+    assert [int(r["rank"]) for r in index] == [0, 2, 1]
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([("img/a.png", 1), ("img/missing.png", 2)], "line 3: image .*missing.png not found"),
+    ([("img/a.png", 1), ("img/a.png", "2.5")], "line 3: label '2.5' is not an integer"),
+    ([("img/a.png", "")], "line 2: label '' is not an integer"),
+])
+def test_bad_rows_name_their_line(tmp_path, rows, message):
+    _write_dataset(tmp_path, rows)
+    with pytest.raises(DataError, match=message):
+        read_labels(tmp_path / "labels.csv", tmp_path)
+
+
+def test_unreadable_image_names_its_line(tmp_path):
+    _write_dataset(tmp_path, [("img/a.png", 1), ("img/bad.jpg", 2)])
+    (tmp_path / "img/bad.jpg").write_bytes(b"not an image")
+    with pytest.raises(DataError, match="line 3: cannot decode image img/bad.jpg"):
+        prepare(tmp_path / "labels.csv", tmp_path, 8, None, tmp_path / "x.npy", tmp_path / "i.csv")
+    assert not (tmp_path / "x.npy").exists()
+
+
+def test_label_outside_configured_ranks(tmp_path):
+    _write_dataset(tmp_path, [("img/a.png", 1), ("img/b.png", 9)])
+    with pytest.raises(DataError, match="label 9 is outside the ranks 1..5"):
+        prepare(tmp_path / "labels.csv", tmp_path, 8, [1, 5], tmp_path / "x.npy", tmp_path / "i.csv")
+
+
+def test_stratified_split_fractions_disjoint_and_seeded():
+    ranks = np.repeat(np.arange(4), 40)
+    cfg = {"train": 0.6, "val": 0.15, "test": 0.25}
+    a = stratified(ranks, 0, 5, cfg)
+    for r in range(4):
+        parts = a[ranks == r]
+        assert (parts == "train").sum() == 24 and (parts == "val").sum() == 6 and (parts == "test").sum() == 10
+    assert (a == stratified(ranks, 0, 5, cfg)).all()
+    assert (a != stratified(ranks, 1, 5, cfg)).any()
+
+
+def test_split_file_roundtrip(tmp_path):
+    with open(tmp_path / "index.csv", "w") as f:
+        f.write("index,path,label,rank\n" + "".join(f"{i},p{i},{i % 2},{i % 2}\n" for i in range(20)))
+    write_split(tmp_path / "index.csv", 0, {"protocol": "stratified", "seed": 0, "train": 0.5, "val": 0.2,
+                                            "test": 0.3}, tmp_path / "fold0.csv")
+    parts = read_split(tmp_path / "fold0.csv")
+    assert [len(parts[p]) for p in ("train", "val", "test")] == [10, 4, 6]
+    assert not set(parts["train"]) & set(parts["test"])

@@ -1,0 +1,100 @@
+import pytest
+import torch
+
+from ordclip.methods import load
+from ordclip.methods.base import Task
+from ordclip.models.backbone import create_backbone, encode_token_embeddings, tokenizer
+from ordclip.models.prompts import PromptLearner, rank_interpolation_weights
+
+TINY = {"name": "tiny", "model": "ordclip-tiny", "weights": {"init_seed": 0}, "image_size": 32,
+        "resize": 36, "normalize": "imagenet"}
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    torch.manual_seed(0)
+    return create_backbone(TINY, None)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tokenizer(TINY)
+
+
+def test_interpolation_weights_by_hand():
+    # R = 5, M = 3: base ranks at 0, 2, 4; rank 1 is at distance 1, 1, 3 -> linear 1 - d/4 = .75, .75, .25.
+    w = rank_interpolation_weights(3, 5, "linear")
+    assert w.shape == (5, 3)
+    assert w[1].tolist() == pytest.approx([0.75 / 1.75, 0.75 / 1.75, 0.25 / 1.75])
+    assert w[0].tolist() == pytest.approx([1 / 1.5, 0.5 / 1.5, 0.0])  # d = 0, 2, 4
+    assert torch.allclose(w.sum(1), torch.ones(5))
+
+
+def test_interpolation_weights_single_base_and_inv_prop():
+    assert torch.allclose(rank_interpolation_weights(1, 4, "linear"), torch.ones(4, 1))
+    w = rank_interpolation_weights(2, 3, "inv_prop")  # bases at 0, 2; rank 0 ≈ all on base 0
+    assert w[0, 0].item() == pytest.approx(1.0, abs=1e-4)
+    assert w[1].tolist() == pytest.approx([0.5, 0.5])
+    with pytest.raises(Exception, match="unknown kind"):
+        rank_interpolation_weights(2, 3, "cubic")
+
+
+def test_prompt_layout_and_eot(backbone, tok):
+    context = "the number of shapes is"
+    names = ["one", "seventy seven"]  # 1 and 2 BPE tokens
+    pl = PromptLearner(backbone.token_embedding, tok, 2, context=context, rank_names=names)
+    x, eot = pl()
+    n = len(tok.encode(context))
+    assert pl.context.shape == (n, 64)
+    assert eot.tolist() == [1 + n + 1 + 1, 1 + n + 2 + 1]
+    assert x.shape == (2, int(eot.max()) + 1, 64)
+    emb = backbone.token_embedding.weight
+    assert torch.equal(x[0, 0], emb[tok.sot_token_id])
+    assert torch.equal(x[0, eot[0]], emb[tok.eot_token_id])
+    assert torch.equal(x[0, eot[0] - 1], emb[tok.encode(".")[0]])
+
+
+def test_text_from_embeddings_equals_open_clip(backbone, tok):
+    # The prompt initialised from words, truncated at its EOT, must give open_clip's own features.
+    pl = PromptLearner(backbone.token_embedding, tok, 2, context="this photo is", rank_names=["sharp", "very blurry"])
+    x, eot = pl()
+    with torch.no_grad():
+        ours = encode_token_embeddings(backbone, x, eot)
+        ref = backbone.encode_text(tok(["this photo is sharp.", "this photo is very blurry."]))
+    assert torch.allclose(ours, ref, atol=1e-5)
+
+
+def test_interpolated_ranks_are_built_from_bases(backbone, tok):
+    pl = PromptLearner(backbone.token_embedding, tok, 7, context=None, n_ctx=4, num_base_ranks=3)
+    r = pl.rank_embeddings()
+    assert r.shape == (7, 1, 64)
+    w = rank_interpolation_weights(3, 7)
+    for i in range(7):
+        assert torch.allclose(r[i], sum(w[i, j] * pl.base_ranks[j] for j in range(3)), atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["coop", "ordinalclip"])
+def test_frozen_parts_stay_frozen(kind):
+    torch.manual_seed(0)
+    bb = create_backbone(TINY, None)
+    cfg = {"init_context": True, "n_ctx": 4, "init_ranks": True, "tokens_per_rank": 1, "num_base_ranks": 2,
+           "interpolation": "linear", "lr": {"context": 1e-2, "ranks": 1e-2, "image_encoder": 1e-2},
+           "epochs": 1, "loss_weights": {"ce": 1.0, "kl": 1.0}}
+    method = load(kind).build(bb, tokenizer(TINY), Task(3, ["low", "mid", "high"], "the level is"), cfg)
+    from ordclip.train import make_optimizer, set_trainable
+
+    stage = method.stages()[0]
+    set_trainable(method, stage)
+    frozen = {n: p.detach().clone() for n, p in bb.named_parameters() if not n.startswith("visual.")}
+    ctx0 = method.model.prompts.context.detach().clone()
+    vis0 = bb.visual.conv1.weight.detach().clone()
+    opt = make_optimizer(stage, {**cfg, "name": kind, "optimizer": "adamw", "weight_decay": 0.1})
+    terms = method.losses(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 2]), stage)
+    sum(terms.values()).backward()
+    opt.step()
+    for n, p in bb.named_parameters():
+        if not n.startswith("visual."):
+            assert not p.requires_grad and p.grad is None, n
+            assert torch.equal(p, frozen[n]), f"{n} changed"
+    assert not torch.equal(method.model.prompts.context, ctx0)
+    assert not torch.equal(bb.visual.conv1.weight, vis0)

@@ -1,0 +1,107 @@
+"""Training runs on a small generated dataset: determinism, resume, the checkpoint, evaluation."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT
+from ordclip import layout
+from ordclip.cli import main
+from ordclip.config import load_params, run_config
+from ordclip.evaluate import evaluate
+from ordclip.train import load_trained, predict_part, run
+
+SMALL = """
+datasets: {fading: {per_rank: 12}}
+suites:
+  demo:
+    datasets: [fading]
+    folds: 1
+    overrides:
+      ordinalclip: {epochs: 3, batch_size: 16}
+      coop: {epochs: 1, batch_size: 16}
+"""
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """A working directory with the fading set generated, prepared, split, and a tiny backbone."""
+    root = tmp_path_factory.mktemp("small")
+    (root / "small.yaml").write_text(SMALL)
+    files = [str(ROOT / "params.yaml"), str(root / "small.yaml")]
+    args = [a for f in files for a in ("--params", f)]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        for verb in (["generate", "--dataset", "fading"], ["prepare", "--dataset", "fading", "--size", "36"],
+                     ["split", "--suite", "demo", "--dataset", "fading", "--fold", "0"],
+                     ["backbone", "--name", "tiny"], ["embed", "--suite", "demo", "--dataset", "fading"]):
+            assert main(verb[:1] + args + verb[1:]) == 0
+    return root, load_params(files)
+
+
+def _outputs(run_dir):
+    with np.load(run_dir / "outputs.npz") as npz:
+        return {k: npz[k] for k in npz.files}
+
+
+def test_same_seed_same_result_and_resume(small, monkeypatch):
+    root, params = small
+    monkeypatch.chdir(root)
+    run_dir = root / layout.run_dir("demo", "fading", "ordinalclip", 0)
+    assert run(params, "demo", "fading", "ordinalclip", 0)
+    first = _outputs(run_dir)
+    first_state = torch.load(run_dir / "model.pt", weights_only=True)["state"]
+    assert len(first["candidates"]) == 3 and not (run_dir / "resume.pt").exists()
+    shutil.rmtree(run_dir)
+
+    # Interrupted after one epoch: only the checkpoint is left; the next call resumes from it.
+    assert not run(params, "demo", "fading", "ordinalclip", 0, stop_after=1)
+    assert (run_dir / "resume.pt").exists() and not (run_dir / "outputs.npz").exists()
+    assert len((run_dir / "log.jsonl").read_text().splitlines()) == 1
+    assert run(params, "demo", "fading", "ordinalclip", 0)
+    resumed = _outputs(run_dir)
+    for key in first:
+        np.testing.assert_array_equal(first[key], resumed[key], err_msg=key)
+    state = torch.load(run_dir / "model.pt", weights_only=True)["state"]
+    assert state.keys() == first_state.keys()
+    assert all(torch.equal(state[k], first_state[k]) for k in state)
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in log] == [1, 2, 3] and set(log[0]["loss"]) == {"ce", "kl"}
+
+
+def test_checkpoint_reproduces_recorded_outputs(small, monkeypatch):
+    root, params = small
+    monkeypatch.chdir(root)
+    assert run(params, "demo", "fading", "coop", 0)
+    run_dir = root / layout.run_dir("demo", "fading", "coop", 0)
+    cfg = run_config(params, "demo", "fading", "coop")
+    method = load_trained(cfg, run_dir / "model.pt", layout.backbone_weights("tiny"))
+    from ordclip.data.loader import ImagePipeline, load_fold
+
+    parts = load_fold(layout.prepared_images("fading", 36), layout.prepared_index("fading", 36),
+                      layout.split_file("demo", "fading", 0), torch.device("cpu"))
+    pipeline = ImagePipeline(32, "imagenet", True, torch.device("cpu"))
+    import contextlib
+
+    logits = predict_part(method, parts["test"], pipeline, contextlib.nullcontext())["logits"]
+    np.testing.assert_allclose(logits, _outputs(run_dir)["test_logits"][0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["zeroshot", "linear_probe"])
+def test_feature_methods_and_evaluate(small, monkeypatch, method):
+    root, params = small
+    monkeypatch.chdir(root)
+    assert run(params, "demo", "fading", method, 0)
+    evaluate(params, "demo", "fading", method, 0)
+    run_dir = root / layout.run_dir("demo", "fading", method, 0)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert set(metrics["test"]) == {"mae", "acc", "one_off_acc", "qwk"}
+    assert metrics["val_selected"]["test"]["exp"]["mae"] == metrics["test"]["mae"]
+    assert metrics["test_selected_test"]["mae"] <= metrics["val_selected"]["test"]["max"]["mae"] + 1e-12 \
+        or metrics["select_on"] != "mae_max"
+    n_test = len(_outputs(run_dir)["test_y"])
+    assert len((run_dir / "predictions.csv").read_text().splitlines()) == n_test + 1
+    assert torch.load(run_dir / "model.pt", weights_only=True)["state"]["weight"].shape[0] == 5
