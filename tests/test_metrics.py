@@ -14,7 +14,7 @@ def test_predict_by_hand():
 
 def test_predict_accepts_torch_and_is_shift_invariant():
     logits = torch.randn(5, 7)
-    assert predict(logits, "exp") == pytest.approx(predict(logits.numpy() + 100.0, "exp"))
+    assert predict(logits, "exp") == pytest.approx(predict(logits.double().numpy() + 100.0, "exp"))
     with pytest.raises(ValueError, match="unknown prediction mode"):
         predict(logits, "median")
 

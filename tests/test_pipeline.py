@@ -47,7 +47,7 @@ def test_dry_run_plans_every_cell(repo_copy):
 @pytest.mark.slow
 def test_reduced_demo_suite(repo_copy):
     (repo_copy / "reduced.yaml").write_text(REDUCED)
-    args = ("--cores", "2", "--configfile", "reduced.yaml", "results/table1.csv")
+    args = ("results/table1.csv", "--cores", "2", "--configfile", "reduced.yaml")  # --configfile takes several values
     proc = _snakemake(repo_copy, *args)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
