@@ -1,0 +1,49 @@
+"""Time the whole demo suite (`snakemake --cores all results/table1.csv`) from an empty working
+directory: data generation to table. Environment setup is excluded (the venv must exist).
+
+    .venv/bin/python bench/demo_suite.py [--cores N] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cores", default="all")
+    parser.add_argument("--keep", help="run in this directory and keep it (default: a temporary one)")
+    args = parser.parse_args()
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="ordclip-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    for name in ("Snakefile", "params.yaml"):
+        shutil.copy(ROOT / name, work / name)
+    shutil.copytree(ROOT / "workflow", work / "workflow", dirs_exist_ok=True)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", args.cores, "results/table1.csv"],
+                          cwd=work, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if proc.returncode:
+        sys.exit(proc.stderr[-3000:])
+    jobs = proc.stderr.count("Finished jobid")
+    print(f"| demo suite, `--cores {args.cores}` | {seconds:.0f} s | {jobs} jobs | {machine()} |")
+    print((work / "results/table1.md").read_text())
+    if not args.keep:
+        shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    main()
