@@ -44,12 +44,15 @@ class PromptLearner(nn.Module):
                    None for random ``tokens_per_rank`` vectors per rank.
     num_base_ranks: if set, learn M base rank embeddings and build the R ranks by
                    ``rank_interpolation_weights`` (OrdinalCLIP); rank_names are then unused.
+    rank_transform: a module applied to the (R, T, D) rank embeddings with their lengths
+                   (L2RCLIP's RankFormer).
+    n_ctx = 0 without context words gives prompts of rank tokens only.
     """
 
     def __init__(self, token_embedding: nn.Embedding, tok, num_ranks: int, *, context: str | None,
                  n_ctx: int = 8, rank_names: list[str] | None = None, tokens_per_rank: int = 1,
                  num_base_ranks: int | None = None, interpolation: str = "linear",
-                 context_length: int = 77) -> None:
+                 context_length: int = 77, rank_transform: nn.Module | None = None) -> None:
         super().__init__()
         weight = token_embedding.weight.detach()
         dim = weight.shape[1]
@@ -60,6 +63,7 @@ class PromptLearner(nn.Module):
         ctx = embed(context) if context else torch.randn(n_ctx, dim) * 0.02
         self.context = nn.Parameter(ctx)
         self.num_ranks = num_ranks
+        self.rank_transform = rank_transform
         if num_base_ranks is not None:
             self.base_ranks = nn.Parameter(torch.randn(num_base_ranks, tokens_per_rank, dim) * 0.02)
             self.register_buffer("interp", rank_interpolation_weights(num_base_ranks, num_ranks, interpolation),
@@ -89,9 +93,10 @@ class PromptLearner(nn.Module):
 
     def rank_embeddings(self) -> torch.Tensor:
         """(R, T, D) rank token embeddings (interpolated from the base ranks for OrdinalCLIP)."""
-        if self.ranks is None:
-            return torch.einsum("rm,mtd->rtd", self.interp, self.base_ranks)
-        return self.ranks
+        ranks = self.ranks if self.ranks is not None else torch.einsum("rm,mtd->rtd", self.interp, self.base_ranks)
+        if self.rank_transform is not None:
+            ranks = self.rank_transform(ranks, self.rank_lengths)
+        return ranks
 
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Token embeddings (R, L, D) with L = longest prompt, and the EOT index of each rank."""
