@@ -55,7 +55,7 @@ def summarize(pred, y) -> dict[str, float | None]:
 
 def mode_predictions(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """All prediction modes a run's outputs support: exp and max from logits, value if regressed."""
-    preds = {mode: predict(outputs["logits"], mode) for mode in MODES}
+    preds = {mode: predict(outputs["logits"], mode) for mode in MODES} if "logits" in outputs else {}
     if "value" in outputs:
         preds["value"] = np.asarray(outputs["value"], dtype=np.float64)
     return preds

@@ -14,16 +14,33 @@ import numpy as np
 from ordclip import layout
 from ordclip.config import config_hash
 from ordclip.data.splits import read_index
+from ordclip.errors import ConfigError
 from ordclip.io import sha256_file
 from ordclip.methods import METHODS
 from ordclip.methods.base import Task
 
 
+def coarse_bins(dataset_cfg: dict, lo: int, hi: int, names: list[str]) -> dict | None:
+    """NumCLIP's coarse bins: ``coarse.starts``/``names`` from the config; a 5-level task defaults
+    to its own levels and words. The prompt context defaults to the dataset's."""
+    coarse = dict(dataset_cfg.get("coarse") or {})
+    coarse.setdefault("context", dataset_cfg["prompt"]["context"])
+    if "starts" not in coarse:
+        if hi - lo + 1 != 5:
+            return None
+        coarse["starts"], coarse["names"] = list(range(lo, hi + 1)), list(names)
+    if coarse["starts"][0] > lo:
+        raise ConfigError(f"datasets.{dataset_cfg['name']}.coarse.starts: the first bin starts at "
+                          f"{coarse['starts'][0]}, above the lowest label {lo}")
+    return coarse
+
+
 def make_task(dataset_cfg: dict, labels: np.ndarray) -> Task:
     """Ranks min..max (configured, or spanned by the labels) with their prompt words."""
     lo, hi = dataset_cfg.get("ranks") or (int(labels.min()), int(labels.max()))
-    names = dataset_cfg.get("rank_names") or [str(v) for v in range(lo, hi + 1)]
-    return Task(num_ranks=hi - lo + 1, rank_names=list(names), context=dataset_cfg["prompt"]["context"])
+    names = list(dataset_cfg.get("rank_names") or [str(v) for v in range(lo, hi + 1)])
+    return Task(num_ranks=hi - lo + 1, rank_names=names, context=dataset_cfg["prompt"]["context"],
+                min_label=lo, coarse=coarse_bins(dataset_cfg, lo, hi, names))
 
 
 def task_for(cfg: dict) -> Task:
@@ -52,8 +69,6 @@ def device_for(name: str):
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        from ordclip.errors import ConfigError
-
         raise ConfigError("suites.<suite>.device: 'cuda' requested but no CUDA device is visible")
     return torch.device(name)
 

@@ -276,7 +276,7 @@ def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path,
             })
             print(f"{stage.name} epoch {epoch + 1}/{stage.epochs} loss "
                   + " ".join(f"{k}={v:.4f}" for k, v in losses.items())
-                  + f" val mae_exp={history[-1]['val']['exp']['mae']:.3f}", file=sys.stderr)
+                  + f" val {mcfg['select_on']}={abs(score):.3f}", file=sys.stderr)
             _write_log(out / "log.jsonl", history)
             nxt = (si, epoch + 1) if epoch + 1 < stage.epochs else (si + 1, 0)
             with atomic_path(resume_path) as tmp:

@@ -17,6 +17,8 @@ METHODS: dict[str, dict[str, str]] = {
     "linear_probe": {"module": "ordclip.methods.linear_probe", "trains_on": "features"},
     "coop": {"module": "ordclip.methods.coop", "trains_on": "images"},
     "ordinalclip": {"module": "ordclip.methods.ordinalclip", "trains_on": "images"},
+    "l2rclip": {"module": "ordclip.methods.l2rclip", "trains_on": "images"},
+    "numclip": {"module": "ordclip.methods.numclip", "trains_on": "images"},
 }
 
 

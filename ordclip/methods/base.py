@@ -14,11 +14,14 @@ from ordclip.models.prompts import PromptLearner
 
 @dataclass
 class Task:
-    """What a method needs to know of a dataset: its ranks and their prompt words."""
+    """What a method needs to know of a dataset: its ranks, their prompt words, the label of
+    rank 0 and (for NumCLIP) the coarse bins: start labels, words and prompt context."""
 
     num_ranks: int
     rank_names: list[str]
     context: str
+    min_label: int = 0
+    coarse: dict | None = None
 
 
 @dataclass

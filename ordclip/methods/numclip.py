@@ -1,0 +1,112 @@
+"""NumCLIP (Du et al., ECCV 2024): coarse classification over 5 linguistic bins, then a fine
+SSR-style regressor. Image features pass a CLIP-Adapter; the image encoder is fine-tuned.
+Loss = FCRC-CE + FCRC-KL + L1(ŷ, y) (all three are needed: NumCLIP issue #1).
+
+Departures from the official code, which are its defects: no hard-coded device, no `y − 1`
+shift, bins from the configuration rather than module globals.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ordclip.errors import ConfigError
+from ordclip.losses import ce_loss, fcrc_ce_loss, fcrc_kl_loss
+from ordclip.methods.base import ParamGroup, PromptMethod, Stage, Task
+from ordclip.models.prompts import PromptLearner
+
+
+class Adapter(nn.Module):
+    """CLIP-Adapter: f ← ratio · ReLU(W₂ ReLU(W₁ f)) + (1 − ratio) · f (no biases)."""
+
+    def __init__(self, dim: int, reduction: int, ratio: float) -> None:
+        super().__init__()
+        self.fc = nn.Sequential(nn.Linear(dim, dim // reduction, bias=False), nn.ReLU(),
+                                nn.Linear(dim // reduction, dim, bias=False), nn.ReLU())
+        self.ratio = ratio
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return self.ratio * self.fc(f) + (1 - self.ratio) * f
+
+
+class SSRRegressor(nn.Module):
+    """Fine stage (SSR-Net style): with p = softmax(s) over the d bins and
+    Δ = tanh(W₂ ReLU(W₁ s + b₁) + b₂), the estimate is ŷ = Σ_k p_k · a_k / (1 + Δ_k),
+    a_k the bin start labels. Weights start N(0, 0.001²), biases 0, so initially Δ ≈ 0 and
+    ŷ ≈ Σ_k p_k · a_k."""
+
+    def __init__(self, starts: list[float]) -> None:
+        super().__init__()
+        d = len(starts)
+        self.hidden = nn.Linear(d, 2 * d)
+        self.delta = nn.Linear(2 * d, d)
+        for layer in (self.hidden, self.delta):
+            nn.init.normal_(layer.weight, std=0.001)
+            nn.init.zeros_(layer.bias)
+        self.register_buffer("starts", torch.tensor(starts, dtype=torch.float32), persistent=False)
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        p = logits.softmax(dim=-1)
+        delta = torch.tanh(self.delta(F.relu(self.hidden(logits))))
+        return (p * self.starts / (1 + delta)).sum(dim=-1)
+
+
+class NumCLIP(PromptMethod):
+    def __init__(self, backbone: nn.Module, prompts: PromptLearner, task: Task, cfg: dict) -> None:
+        super().__init__(backbone, prompts, cfg)
+        coarse = task.coarse
+        dim = backbone.text_projection.shape[-1] if not isinstance(backbone.text_projection, nn.Linear) \
+            else backbone.text_projection.out_features
+        self.adapter = Adapter(dim, cfg["adapter"]["reduction"], cfg["adapter"]["ratio"])
+        self.regressor = SSRRegressor([float(s) for s in coarse["starts"]])
+        self.min_label = task.min_label
+        self.num_bins = len(coarse["starts"])
+        values = torch.arange(task.num_ranks) + task.min_label
+        bins = (values[:, None] >= torch.tensor(coarse["starts"])[None, :]).sum(dim=1) - 1
+        self.register_buffer("rank_to_bin", bins, persistent=False)
+        self.bins_are_ranks = list(coarse["starts"]) == values.tolist()
+
+    def stages(self) -> list[Stage]:
+        stage = super().stages()[0]
+        lr = self.cfg["lr"]
+        stage.groups += [ParamGroup("adapter", list(self.adapter.parameters()), lr["adapter"]),
+                         ParamGroup("regressor", list(self.regressor.parameters()), lr["regressor"])]
+        return [stage]
+
+    def bin_logits(self, images: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
+        text = self.model.text_features() if text is None else text
+        f = F.normalize(self.adapter(self.model.backbone.encode_image(images)), dim=-1)
+        return self.model.backbone.logit_scale.exp() * f @ text.T
+
+    def losses(self, images: torch.Tensor, y: torch.Tensor, stage: Stage) -> dict[str, torch.Tensor]:
+        logits = self.bin_logits(images)
+        c = self.rank_to_bin[y]
+        ce = fcrc_ce_loss(logits, c, self.num_bins) if self.cfg["fcrc"] else ce_loss(logits, c)
+        value = self.regressor(logits)
+        return {"ce": ce, "kl": fcrc_kl_loss(logits, c, self.num_bins),
+                "l1": F.l1_loss(value, (y + self.min_label).to(value.dtype))}
+
+    def predict(self, images: torch.Tensor, state: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The regressed value in rank units; the bin logits too where the bins are the ranks."""
+        logits = self.bin_logits(images, state)
+        out = {"value": self.regressor(logits) - self.min_label}
+        if self.bins_are_ranks:
+            out["logits"] = logits
+        return out
+
+
+def build(backbone: nn.Module, tok, task: Task, cfg: dict) -> NumCLIP:
+    coarse = task.coarse
+    if coarse is None:
+        raise ConfigError("numclip needs coarse bins: set datasets.<name>.coarse.starts and .names "
+                          "(a dataset of exactly 5 ranks uses its own levels by default)")
+    if len(coarse["names"]) != len(coarse["starts"]):
+        raise ConfigError(f"coarse: {len(coarse['names'])} names for {len(coarse['starts'])} bins")
+    prompts = PromptLearner(
+        backbone.token_embedding, tok, len(coarse["starts"]),
+        context=coarse["context"] if cfg["init_context"] else None, n_ctx=cfg["n_ctx"],
+        rank_names=list(coarse["names"]), context_length=backbone.positional_embedding.shape[0],
+    )
+    return NumCLIP(backbone, prompts, task, cfg)
