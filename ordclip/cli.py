@@ -93,9 +93,9 @@ def cmd_cell(args) -> None:
 
 
 def cmd_table(args) -> None:
-    from ordclip.tables import make_table1
+    from ordclip.tables import make_table
 
-    make_table1(_params(args), args.suite, layout.TABLE1_CSV, layout.TABLE1_MD)
+    make_table(_params(args), args.suite, args.name)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     verb("train", cmd_train, "train (or fit) one run", "suite", "dataset", "method", "fold")
     verb("evaluate", cmd_evaluate, "metrics.json and predictions.csv of one run", "suite", "dataset", "method", "fold")
     verb("cell", cmd_cell, "aggregate a (dataset, method) cell over folds", "suite", "dataset", "method")
-    verb("table", cmd_table, "build results/table1.csv and .md for a suite", "suite")
+    verb("table", cmd_table, "build results/<name>.csv and .md (table1, or table3: ablations)", "suite", "name")
     return parser
 
 

@@ -107,10 +107,14 @@ def check(params: Mapping) -> None:
         for i, m in enumerate(suite.get("methods", [])):
             if m not in params.get("methods", {}):
                 problems.append(f"{where}.methods[{i}]: unknown method {m!r}")
+        for key in ("datasets", "methods"):
+            for i, name in enumerate((suite.get("ablations") or {}).get(key, [])):
+                if name not in params.get(key, {}):
+                    problems.append(f"{where}.ablations.{key}[{i}]: unknown {key[:-1]} {name!r}")
         for m, over in (suite.get("overrides") or {}).items():
-            if m not in suite.get("methods", []):
-                problems.append(f"{where}.overrides.{m}: method is not in {where}.methods")
-            elif m in params.get("methods", {}):
+            if m not in params.get("methods", {}):
+                problems.append(f"{where}.overrides.{m}: unknown method {m!r}")
+            else:
                 problems += _unknown_keys(params["methods"][m], over, f"{where}.overrides.{m}")
     suite = params.get("suite")
     if suite not in params.get("suites", {}):
@@ -127,6 +131,11 @@ def _unknown_keys(base: Mapping, over: Mapping, where: str) -> list[str]:
         elif isinstance(value, Mapping) and isinstance(base[key], Mapping):
             out += _unknown_keys(base[key], value, f"{where}.{key}")
     return out
+
+
+def suite_members(suite: Mapping, key: str) -> list[str]:
+    """The suite's datasets or methods: those of table 1, then those only in its ablations."""
+    return list(dict.fromkeys([*suite.get(key, []), *(suite.get("ablations") or {}).get(key, [])]))
 
 
 def suite_config(params: Mapping, suite: str) -> dict:
@@ -161,9 +170,9 @@ def method_config(params: Mapping, suite: str, name: str) -> dict:
 def run_config(params: Mapping, suite: str, dataset: str, method: str) -> dict:
     """Everything one (suite, dataset, method) run depends on, and nothing else."""
     s = suite_config(params, suite)
-    if dataset not in s["datasets"]:
+    if dataset not in suite_members(s, "datasets"):
         raise ConfigError(f"suites.{suite}.datasets: {dataset!r} is not in this suite")
-    if method not in s["methods"]:
+    if method not in suite_members(s, "methods"):
         raise ConfigError(f"suites.{suite}.methods: {method!r} is not in this suite")
     return {
         "suite": suite,

@@ -59,5 +59,9 @@ def log_file(suite: str, step: str, *parts: str | int) -> str:
     return f"logs/{suite}/{step}/" + "/".join(str(p) for p in parts) + ".log"
 
 
-TABLE1_CSV = f"{RESULTS}/table1.csv"
-TABLE1_MD = f"{RESULTS}/table1.md"
+def table_file(name: str, ext: str) -> str:
+    """results/table1.csv, results/table3.md, ..."""
+    return f"{RESULTS}/{name}.{ext}"
+
+
+TABLE1_CSV, TABLE1_MD = table_file("table1", "csv"), table_file("table1", "md")

@@ -9,6 +9,7 @@ import pandas as pd
 
 from ordclip import layout
 from ordclip.config import suite_config
+from ordclip.errors import ConfigError
 from ordclip.io import atomic_path, write_json, write_text
 
 CELL_METRICS = {
@@ -43,12 +44,23 @@ def make_cell(params: dict, suite: str, dataset: str, method: str) -> None:
     })
 
 
-def read_cells(params: dict, suite: str) -> pd.DataFrame:
-    """The suite's cells in tidy long form: one row per cell and metric."""
+def table_grid(params: dict, suite: str, name: str) -> tuple[list[str], list[str]]:
+    """(datasets, methods) of a table: table1 from the suite, table3 from its ablations."""
     s = suite_config(params, suite)
+    if name == "table1":
+        return s["datasets"], s["methods"]
+    if name == "table3":
+        if not s.get("ablations"):
+            raise ConfigError(f"suites.{suite}.ablations: not set, so this suite has no table3")
+        return s["ablations"]["datasets"], s["ablations"]["methods"]
+    raise ConfigError(f"unknown table {name!r} (table1 | table3)")
+
+
+def read_cells(suite: str, datasets: list[str], methods: list[str]) -> pd.DataFrame:
+    """The cells of a table in tidy long form: one row per cell and metric."""
     rows = []
-    for dataset in s["datasets"]:
-        for method in s["methods"]:
+    for dataset in datasets:
+        for method in methods:
             cell = json.loads(open(layout.cell_file(suite, dataset, method)).read())
             for metric, m in cell["metrics"].items():
                 rows.append({"suite": suite, "dataset": dataset, "method": method, "metric": metric,
@@ -79,12 +91,17 @@ def markdown(df: pd.DataFrame, methods: list[str], datasets: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def make_table1(params: dict, suite: str, out_csv: str, out_md: str) -> None:
+TITLES = {"table1": "Table 1: methods × datasets", "table3": "Table 3: ablations"}
+
+
+def make_table(params: dict, suite: str, name: str) -> None:
+    """Write results/{name}.csv (tidy long form) and .md (the papers' wide layout)."""
     s = suite_config(params, suite)
-    df = read_cells(params, suite)
-    with atomic_path(out_csv) as tmp:
+    datasets, methods = table_grid(params, suite, name)
+    df = read_cells(suite, datasets, methods)
+    with atomic_path(layout.table_file(name, "csv")) as tmp:
         df.to_csv(tmp, index=False)
     n = df["n_folds"].max()
     note = (f"Suite `{suite}` (backbone `{s['backbone']}`), mean ± sample std over {n} folds; test metrics of "
             f"the checkpoint selected on validation. MAE in rank units.\n\n")
-    write_text(out_md, f"# Table 1\n\n{note}" + markdown(df, s["methods"], s["datasets"]))
+    write_text(layout.table_file(name, "md"), f"# {TITLES[name]}\n\n{note}" + markdown(df, methods, datasets))

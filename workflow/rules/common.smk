@@ -68,6 +68,13 @@ def table1_cells(suite):
     return [L.cell_file(suite, d, m) for d in s["datasets"] for m in s["methods"]]
 
 
+def ablation_cells(suite):
+    ablations = suite_config(config, suite).get("ablations")
+    if not ablations:
+        raise WorkflowError(f"suites.{suite}.ablations is not set: this suite has no results/table3.csv")
+    return [L.cell_file(suite, d, m) for d in ablations["datasets"] for m in ablations["methods"]]
+
+
 def train_inputs(wc):
     bb = suite_backbone(wc.suite)
     inputs = {

@@ -4,6 +4,7 @@
 localrules:
     cell,
     table,
+    table3,
 
 
 rule cell:
@@ -39,4 +40,21 @@ rule table:
     log:
         L.log_file(SUITE, "table", "table1"),
     shell:
-        "python -m ordclip table {params.cfg} --suite {params.suite} > {log} 2>&1"
+        "python -m ordclip table {params.cfg} --suite {params.suite} --name table1 > {log} 2>&1"
+
+
+rule table3:
+    input:
+        lambda wc: ablation_cells(SUITE),
+    output:
+        csv=L.table_file("table3", "csv"),
+        md=L.table_file("table3", "md"),
+    params:
+        cfg=CFG,
+        suite=SUITE,
+    conda:
+        "../envs/ordclip.yaml"
+    log:
+        L.log_file(SUITE, "table", "table3"),
+    shell:
+        "python -m ordclip table {params.cfg} --suite {params.suite} --name table3 > {log} 2>&1"
