@@ -30,6 +30,10 @@ def test_repo_params_are_valid():
     (lambda p: p["suites"]["demo"]["datasets"].append("faces"), r"suites\.demo\.datasets\[3\]: unknown dataset 'faces'"),
     (lambda p: p["suites"]["demo"]["overrides"]["coop"].update(epoch=3),
      r"suites\.demo\.overrides\.coop\.epoch: not a parameter of this method"),
+    (lambda p: p["suites"]["demo"]["overrides"].update(l2rclp={"n_ctx": 2}),
+     r"suites\.demo\.overrides\.l2rclp: unknown method 'l2rclp'"),
+    (lambda p: p["suites"]["demo"]["ablations"]["methods"].append("numclip_kl"),
+     r"suites\.demo\.ablations\.methods\[12\]: unknown method 'numclip_kl'"),
     (lambda p: p["datasets"]["blur"].update(rank_names=["a", "b"]), r"datasets\.blur\.rank_names: 2 names for 5 ranks"),
     (lambda p: p.update(suite="paperz"), r"suite: unknown suite 'paperz'"),
 ])

@@ -18,10 +18,17 @@ datasets:
 suites:
   demo:
     folds: 2
+    ablations: {datasets: [counting], methods: [l2rclip_single_stage, numclip_plain_ce, ordinalclip_m1]}
     overrides:
       coop: {epochs: 2}
       ordinalclip: {epochs: 2}
+      ordinalclip_m1: {epochs: 2}
+      l2rclip: {stage1: {epochs: 1}, stage2: {epochs: 1}}
+      l2rclip_single_stage: {stage1: {epochs: 1}, stage2: {epochs: 1}}
+      numclip: {epochs: 2}
+      numclip_plain_ce: {epochs: 2}
 """
+METHODS = {"zeroshot", "linear_probe", "coop", "ordinalclip", "l2rclip", "numclip"}
 
 
 def _snakemake(cwd: Path, *args: str) -> subprocess.CompletedProcess:
@@ -41,13 +48,17 @@ def test_dry_run_plans_every_cell(repo_copy):
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout + proc.stderr
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
-    assert counts["train"] == "36" and counts["cell"] == "12" and counts["table"] == "1"
+    assert counts["train"] == "54" and counts["cell"] == "18" and counts["table"] == "1"
+    table3 = _snakemake(repo_copy, "-n", "results/table3.csv")
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", table3.stdout + table3.stderr, flags=re.M))
+    assert counts["cell"] == "12" and counts["table3"] == "1"
 
 
 @pytest.mark.slow
 def test_reduced_demo_suite(repo_copy):
     (repo_copy / "reduced.yaml").write_text(REDUCED)
-    args = ("results/table1.csv", "--cores", "2", "--configfile", "reduced.yaml")  # --configfile takes several values
+    args = ("results/table1.csv", "results/table3.csv", "--cores", "2",
+            "--configfile", "reduced.yaml")  # --configfile takes several values: targets first
     proc = _snakemake(repo_copy, *args)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
@@ -55,7 +66,8 @@ def test_reduced_demo_suite(repo_copy):
     assert list(table.columns) == ["suite", "dataset", "method", "metric", "mean", "std", "n_folds"]
     for metric in ("mae", "acc"):
         rows = table[table.metric == metric]
-        assert len(rows) == 12 and set(rows.dataset) == {"counting", "fading", "blur"}
+        assert len(rows) == 18 and set(rows.dataset) == {"counting", "fading", "blur"}
+        assert set(rows.method) == METHODS
         assert all(math.isfinite(v) for v in rows["mean"]) and all(math.isfinite(v) for v in rows["std"])
     assert (table.n_folds == 2).all() and (table.suite == "demo").all()
     md = (repo_copy / "results/table1.md").read_text()
@@ -63,5 +75,10 @@ def test_reduced_demo_suite(repo_copy):
 
     log = (repo_copy / "logs/demo/train/blur/coop/fold1.log").read_text()
     assert "epoch 2/2" in log
+    assert "image epoch 1/1" in (repo_copy / "logs/demo/train/blur/l2rclip/fold0.log").read_text()
+    table3 = pd.read_csv(repo_copy / "results/table3.csv")
+    assert set(table3.method) == {"l2rclip_single_stage", "numclip_plain_ce", "ordinalclip_m1"}
+    assert table3[table3.metric == "mae"]["mean"].map(math.isfinite).all()
+    assert "| numclip_plain_ce |" in (repo_copy / "results/table3.md").read_text()
     again = _snakemake(repo_copy, *args)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr

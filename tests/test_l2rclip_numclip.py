@@ -1,0 +1,199 @@
+"""L2RCLIP and NumCLIP: their losses against hand-worked values, RankFormer, the regressor, and
+which parameters each stage trains."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ordclip.losses import (asymmetric_contrastive_loss, ce_loss, fcrc_ce_loss, fcrc_kl_loss,
+                            ordinal_pairwise_loss, t2i_kl_loss)
+from ordclip.methods import load
+from ordclip.methods.numclip import SSRRegressor
+from ordclip.models.backbone import create_backbone, tokenizer
+from ordclip.models.rankformer import RankFormer
+from ordclip.runs import make_task
+from ordclip.train import set_trainable
+from test_prompts import TINY
+
+
+def _ce(logits, y):
+    return -math.log(math.exp(logits[y]) / sum(math.exp(v) for v in logits))
+
+
+def test_fcrc_ce_by_hand():
+    # y = 0, d = 3: distances 0, 1, 2 (sum 3) -> w = [1, 1/3·2, 2/3·2].
+    got = fcrc_ce_loss(torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([0]), 3).item()
+    assert got == pytest.approx(_ce([1.0, 2.0 * 2 / 3, 3.0 * 4 / 3], 0), rel=1e-6)
+
+
+def test_fcrc_ce_reduces_to_ce_when_weights_are_one():
+    # Middle class of 3 (distances 1, 0, 1 -> w = 1) and any class of 2 ranks: plain CE.
+    logits = torch.randn(4, 3)
+    y = torch.tensor([1, 1, 1, 1])
+    assert fcrc_ce_loss(logits, y, 3).item() == pytest.approx(ce_loss(logits, y).item(), rel=1e-6)
+    two = torch.randn(5, 2)
+    y2 = torch.tensor([0, 1, 1, 0, 1])
+    assert fcrc_ce_loss(two, y2, 2).item() == pytest.approx(ce_loss(two, y2).item(), rel=1e-6)
+
+
+def test_fcrc_kl_by_hand_with_an_absent_class():
+    # Images of classes 0 and 2 (class 1 absent), d = 3. Row 0 weights: image 0 same class -> 1,
+    # image 1 at distance 2 of a total 2 -> 2/2·2 = 2. Row 2 mirrored: [2, 1].
+    s = [[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]]  # s[image][class]
+    a = 1 / (1 + math.exp(-10))
+    t0, t2 = [a, 1 - a], [1 - a, a]
+
+    def kl(target, row):
+        m = max(row)
+        logz = m + math.log(sum(math.exp(v - m) for v in row))
+        return sum(t * (math.log(t) - (v - logz)) for t, v in zip(target, row))
+
+    expected = (kl(t0, [s[0][0] * 1, s[1][0] * 2]) + kl(t2, [s[0][2] * 2, s[1][2] * 1])) / 2
+    got = fcrc_kl_loss(torch.tensor(s, dtype=torch.float64), torch.tensor([0, 2]), 3).item()
+    assert got == pytest.approx(expected, rel=1e-9)
+
+
+def test_fcrc_kl_batch_of_one_class_is_the_plain_kl():
+    logits = torch.randn(4, 5)
+    y = torch.tensor([3, 3, 3, 3])
+    assert fcrc_kl_loss(logits, y, 5).item() == pytest.approx(t2i_kl_loss(logits, y).item(), rel=1e-6)
+    assert torch.isfinite(fcrc_kl_loss(logits, y, 5))
+
+
+def test_asymmetric_contrastive_by_hand():
+    # Texts = images = the 2-D basis, labels [0, 1], logit_scale = log 2: s = 2·I, and each
+    # text's one positive has log-probability 2 - log(e² + 1).
+    eye = torch.eye(2)
+    got = asymmetric_contrastive_loss(eye, eye, torch.tensor([0, 1]), torch.tensor([0, 1]), math.log(2))
+    assert got.item() == pytest.approx(-(2 - math.log(math.exp(2) + 1)), rel=1e-6)
+
+
+def test_asymmetric_contrastive_averages_positives_and_skips_textless_labels():
+    # Both images have label 0: text 0 averages its two log-probabilities; text 1 has no positive.
+    t = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    f = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+    got = asymmetric_contrastive_loss(t, f, torch.tensor([0, 1]), torch.tensor([0, 0]), 0.0)
+    logp = F.log_softmax(torch.tensor([1.0, 0.6]), dim=0)
+    assert got.item() == pytest.approx(-logp.mean().item(), rel=1e-6)
+
+
+def test_ordinal_pairwise_by_hand_two_ranks():
+    texts = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    # Image on rank 0's text, label 0: tightness 0; W = [0, 1]; distances [0, √2] -> -√2/2.
+    got = ordinal_pairwise_loss(torch.tensor([[1.0, 0.0]]), texts, torch.tensor([0]))
+    assert got.item() == pytest.approx(-math.sqrt(2) / 2, rel=1e-6)
+    # Same image, label 1: tightness ‖f - t1‖² = 2; W = [1, 0] times distances [~0, √2] -> ≈ 0.
+    got = ordinal_pairwise_loss(torch.tensor([[1.0, 0.0]]), texts, torch.tensor([1]))
+    assert got.item() == pytest.approx(2.0, abs=1e-5)
+
+
+def test_ordinal_pairwise_pushes_far_ranks_harder():
+    texts = F.normalize(torch.randn(5, 8), dim=-1)
+    f = F.normalize(torch.randn(3, 8), dim=-1).requires_grad_()
+    ordinal_pairwise_loss(f, texts, torch.tensor([0, 2, 4])).backward()
+    assert torch.isfinite(f.grad).all()
+
+
+@pytest.mark.parametrize("blend", ["residual", "convex"])
+def test_rankformer_identity_at_alpha_zero_and_shapes(blend):
+    torch.manual_seed(0)
+    ranks, lengths = torch.randn(4, 3, 16), torch.tensor([1, 3, 2, 3])
+    assert torch.equal(RankFormer(16, 4, 1, 0.0, blend)(ranks, lengths), ranks)
+    out = RankFormer(16, 4, 2, 0.3, blend)(ranks, lengths)
+    assert out.shape == (4, 3, 16) and not torch.allclose(out, ranks)
+
+
+def test_rankformer_ignores_padding():
+    torch.manual_seed(0)
+    rf = RankFormer(16, 4, 1, 0.5)
+    ranks, lengths = torch.randn(3, 2, 16), torch.tensor([1, 2, 1])
+    other = ranks.clone()
+    other[0, 1] = 100.0  # padding of rank 0
+    a, b = rf(ranks, lengths), rf(other, lengths)
+    assert torch.allclose(a[1], b[1], atol=1e-6) and torch.allclose(a[0, 0], b[0, 0], atol=1e-6)
+
+
+def test_regressor_starts_at_the_probability_weighted_bin_starts():
+    reg = SSRRegressor([0.0, 13.0, 19.0, 35.0, 65.0])
+    logits = torch.randn(6, 5) * 3
+    expected = (logits.softmax(-1) * torch.tensor([0.0, 13.0, 19.0, 35.0, 65.0])).sum(-1)
+    assert torch.allclose(reg(logits), expected, rtol=1e-3)
+    torch.nn.init.zeros_(reg.delta.weight)
+    assert torch.allclose(reg(logits), expected, rtol=1e-6)
+
+
+def _dataset(ranks, names=None, coarse=None):
+    cfg = {"name": "d", "ranks": ranks, "prompt": {"context": "the level is"}}
+    if names:
+        cfg["rank_names"] = names
+    if coarse:
+        cfg["coarse"] = coarse
+    return cfg
+
+
+def test_coarse_bins_from_config_and_the_five_level_default():
+    import numpy as np
+
+    task = make_task(_dataset([1, 10], coarse={"starts": [1, 3, 5, 7, 9], "names": list("abcde")}), np.array([1]))
+    assert task.coarse["starts"] == [1, 3, 5, 7, 9] and task.coarse["context"] == "the level is"
+    five = make_task(_dataset([0, 4], names=list("vwxyz")), np.array([0]))
+    assert five.coarse["starts"] == [0, 1, 2, 3, 4] and five.coarse["names"] == list("vwxyz")
+    assert make_task(_dataset([0, 6]), np.array([0])).coarse is None
+    with pytest.raises(Exception, match="first bin starts at 2, above the lowest label 1"):
+        make_task(_dataset([1, 10], coarse={"starts": [2, 4, 6, 8, 9], "names": list("abcde")}), np.array([1]))
+
+
+L2R = {"n_ctx": 4, "init_ranks": True, "tokens_per_rank": 1, "stages": "two",
+       "rankformer": {"enabled": True, "layers": 1, "heads": 4, "alpha": 0.1, "blend": "residual"},
+       "stage1": {"epochs": 1, "lr": {"context": 1e-3, "ranks": 1e-3, "rankformer": 1e-3},
+                  "loss_weights": {"ce": 1.0, "contrastive": 1.0}},
+       "stage2": {"epochs": 1, "lr": {"image_encoder": 1e-3}, "loss_weights": {"ce": 1.0, "pairwise": 1.0}}}
+NUM = {"init_context": True, "n_ctx": 4, "adapter": {"reduction": 4, "ratio": 0.8}, "fcrc": True,
+       "lr": {"context": 0.0, "ranks": 1e-3, "image_encoder": 1e-3, "adapter": 1e-3, "regressor": 1e-3},
+       "epochs": 1, "loss_weights": {"ce": 1.0, "kl": 1.0, "l1": 1.0}}
+
+
+def _grads(method, stage):
+    set_trainable(method, stage)
+    method.zero_grad()
+    terms = method.losses(torch.randn(6, 3, 32, 32), torch.tensor([0, 1, 2, 3, 4, 5]), stage)
+    assert set(terms) == set(stage.loss_weights)
+    sum(stage.loss_weights[k] * v for k, v in terms.items()).backward()
+    return {n for n, p in method.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+
+
+def _build(kind, cfg, task):
+    torch.manual_seed(0)
+    return load(kind).build(create_backbone(TINY, None), tokenizer(TINY), task, cfg)
+
+
+def test_l2rclip_stages_train_exactly_their_parameters():
+    import numpy as np
+
+    task = make_task(_dataset([0, 5]), np.array([0]))
+    method = _build("l2rclip", L2R, task)
+    prompts, image = method.stages()
+    got = _grads(method, prompts)
+    assert got and all(n.startswith("model.prompts.") for n in got)
+    assert any("rank_transform" in n for n in got) and "model.prompts.context" in got
+    got = _grads(method, image)
+    assert got and all(n.startswith("model.backbone.visual.") for n in got)
+    single = _build("l2rclip", {**L2R, "stages": "single"}, task).stages()
+    assert len(single) == 1 and set(single[0].loss_weights) == {"ce", "contrastive", "pairwise"}
+    no_rf = _build("l2rclip", {**L2R, "rankformer": {**L2R["rankformer"], "enabled": False}}, task)
+    assert no_rf.rankformer is None and [g.name for g in no_rf.stages()[0].groups] == ["context", "ranks"]
+
+
+def test_numclip_trains_ranks_image_adapter_regressor_not_context_or_text():
+    import numpy as np
+
+    task = make_task(_dataset([1, 10], coarse={"starts": [1, 3, 5, 7, 9], "names": list("abcde")}), np.array([1]))
+    method = _build("numclip", NUM, task)
+    assert method.rank_to_bin.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4] and not method.bins_are_ranks
+    got = _grads(method, method.stages()[0])
+    prefixes = {n.split(".")[0] if not n.startswith("model.") else ".".join(n.split(".")[:3]) for n in got}
+    assert prefixes == {"model.prompts.ranks", "model.backbone.visual", "adapter", "regressor"}
+    out = method.predict(torch.randn(2, 3, 32, 32))
+    assert set(out) == {"value"} and out["value"].shape == (2,)
