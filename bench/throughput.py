@@ -21,21 +21,22 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine  # noqa: E402
 
-from ordclip.config import load_params, run_config  # noqa: E402
+from ordclip.config import dataset_config, load_params, run_config  # noqa: E402
 from ordclip.data.loader import ImagePipeline, Part  # noqa: E402
 from ordclip.methods import METHODS, load  # noqa: E402
 from ordclip.methods.base import Task  # noqa: E402
+from ordclip.runs import make_task  # noqa: E402
 from ordclip.models.backbone import create_backbone, tokenizer  # noqa: E402
 from ordclip.train import make_optimizer, predict_part, set_trainable  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def bench_trained(cfg: dict, task: Task, steps: int) -> tuple[float, float]:
+def bench_trained(cfg: dict, task: Task, steps: int, stage_index: int) -> tuple[str, float, float]:
     bb, mcfg = cfg["backbone"], cfg["method"]
     torch.manual_seed(0)
     method = load(mcfg["kind"]).build(create_backbone(bb, None), tokenizer(bb), task, mcfg)
-    stage = method.stages()[0]
+    stage = method.stages()[stage_index]
     set_trainable(method, stage)
     opt = make_optimizer(stage, mcfg)
     pipe = ImagePipeline(bb["image_size"], bb["normalize"], True, torch.device("cpu"))
@@ -57,7 +58,7 @@ def bench_trained(cfg: dict, task: Task, steps: int) -> tuple[float, float]:
     predict_part(method, part, pipe, contextlib.nullcontext())
     t0 = time.perf_counter()
     predict_part(method, part, pipe, contextlib.nullcontext())
-    return train, 1024 / (time.perf_counter() - t0)
+    return stage.name, train, 1024 / (time.perf_counter() - t0)
 
 
 def bench_features(cfg: dict, task: Task) -> float:
@@ -75,18 +76,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     args = parser.parse_args()
     params = load_params([ROOT / "params.yaml"])
-    task = Task(10, [str(i) for i in range(10)], "the number of shapes is")
-    print(f"machine: {machine()}; torch {torch.__version__}\n")
-    print("| method | threads | train images/s | eval images/s |\n|---|---|---|---|")
+    task = make_task(dataset_config(params, "counting"), np.array([1, 10]))
+    print(f"machine: {machine()}; torch {torch.__version__}; dataset counting (10 ranks)\n")
+    print("| method | stage | threads | train images/s | eval images/s |\n|---|---|---|---|---|")
     for method in params["suites"]["demo"]["methods"]:
         cfg = run_config(params, "demo", "counting", method)
         for threads in args.threads:
             torch.set_num_threads(threads)
             if METHODS[cfg["method"]["kind"]]["trains_on"] == "features":
-                print(f"| {method} | {threads} | {bench_features(cfg, task):.0f} (fit on cached features) | – |")
-            else:
-                train, evaluate = bench_trained(cfg, task, args.steps)
-                print(f"| {method} | {threads} | {train:.0f} | {evaluate:.0f} |")
+                print(f"| {method} | fit | {threads} | {bench_features(cfg, task):.0f} (cached features) | – |")
+                continue
+            n_stages = 2 if cfg["method"].get("stages") == "two" else 1
+            for i in range(n_stages):
+                stage, train, evaluate = bench_trained(cfg, task, args.steps, i)
+                print(f"| {method} | {stage} | {threads} | {train:.0f} | {evaluate:.0f} |")
 
 
 if __name__ == "__main__":
