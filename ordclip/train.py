@@ -282,8 +282,9 @@ def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path,
             with atomic_path(resume_path) as tmp:
                 torch.save({
                     "config_sha256": chash, "stage": nxt[0], "stage_epoch": nxt[1],
-                    "model": trainable_state(method, names), "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(), "generator": gen.get_state(),
+                    "model": trainable_state(method, names),
+                    "optimizer": opt.state_dict() if nxt[0] == si else None,
+                    "scheduler": sched.state_dict() if nxt[0] == si else None, "generator": gen.get_state(),
                     "torch_rng": torch.get_rng_state(), "history": history, "best": best,
                     "outputs": {p: [{k: torch.from_numpy(v) for k, v in o.items()} for o in lst]
                                 for p, lst in per_part.items()},
