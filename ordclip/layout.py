@@ -43,7 +43,6 @@ def run_dir(suite: str, dataset: str, method: str, fold: int | str) -> str:
 
 
 RUN_TRAIN_FILES = ("model.pt", "outputs.npz", "log.jsonl")
-RUN_EVAL_FILES = ("metrics.json", "predictions.csv")
 
 
 def run_file(suite: str, dataset: str, method: str, fold: int | str, name: str) -> str:

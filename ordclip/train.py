@@ -23,6 +23,7 @@ from ordclip.config import config_hash
 from ordclip.data.loader import ImagePipeline, Part, load_fold
 from ordclip.data.splits import read_index, read_split
 from ordclip.errors import ConfigError
+from ordclip.evaluate import select
 from ordclip.io import atomic_path, write_json, write_text
 from ordclip.methods import METHODS, load
 from ordclip.methods.base import Stage
@@ -172,8 +173,7 @@ def _fit_features(cfg: dict, paths: dict[str, str], out: Path) -> None:
     heads, candidates = load(cfg["method"]["kind"]).fit(
         parts, feats["text_features"], float(feats["logit_scale"]), task.num_ranks, cfg["method"])
     select_on = cfg["method"]["select_on"]
-    scores = [selection_score(c["val"], parts["val"][1], select_on) for c in candidates]
-    best = int(np.argmin(scores))
+    best = select([c["val"] for c in candidates], parts["val"][1], select_on)
     history = [{"candidate": i, "name": c["name"], "val": _quick_metrics(c["val"], parts["val"][1]),
                 "test": _quick_metrics(c["test"], parts["test"][1])} for i, c in enumerate(candidates)]
     _write_log(out / "log.jsonl", history)
@@ -209,7 +209,6 @@ def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path,
     device = device_for(cfg["device"])
     amp = amp_context(device, cfg.get("precision", "auto"))
     torch.manual_seed(cfg["seed"])
-    np.random.seed(cfg["seed"] % 2**32)
     parts = load_fold(paths["images"], paths["index"], paths["split"], device)
     if len(parts["train"].index) == 0 or len(parts["val"].index) == 0:
         raise ConfigError(f"{paths['split']}: fold {fold} has an empty train or val part")

@@ -13,7 +13,6 @@ The single-stage ablation trains everything at once with all three losses.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ordclip.losses import asymmetric_contrastive_loss, ce_loss, ordinal_pairwise_loss
