@@ -29,21 +29,23 @@ def cmd_generate(args) -> None:
 
 
 def cmd_prepare(args) -> None:
-    from ordclip.config import dataset_config
+    from ordclip.config import dataset_config, raw_source
     from ordclip.data.prepare import prepare
 
-    ds = dataset_config(_params(args), args.dataset)
-    prepare(layout.raw_labels(args.dataset), layout.raw_dir(args.dataset), args.size, ds.get("ranks"),
+    params = _params(args)
+    labels_csv, image_root = raw_source(params, args.dataset)
+    prepare(labels_csv, image_root, args.size, dataset_config(params, args.dataset).get("ranks"),
             layout.prepared_images(args.dataset, args.size), layout.prepared_index(args.dataset, args.size))
 
 
 def cmd_split(args) -> None:
-    from ordclip.config import backbone_config, split_config, suite_config
+    from ordclip.config import backbone_config, dataset_config, split_config, suite_config
     from ordclip.data.splits import write_split
 
     params = _params(args)
     bb = backbone_config(params, suite_config(params, args.suite)["backbone"])
-    write_split(layout.prepared_index(args.dataset, bb["resize"]), args.fold,
+    data = dataset_config(params, args.dataset)["data"]
+    write_split(layout.prepared_index(data, bb["resize"]), args.fold,
                 split_config(params, args.suite, args.dataset), layout.split_file(args.suite, args.dataset, args.fold))
 
 
@@ -60,12 +62,26 @@ def cmd_backbone(args) -> None:
 
         init_weights(cfg, out)
         return
-    digest = sha256_file(weights["path"]) if "sha256" in weights else None
-    if digest is not None and digest != weights["sha256"]:
-        raise ConfigError(f"backbones.{args.name}.weights: {weights['path']} has sha256 {digest}, "
-                          f"expected {weights['sha256']}")
+    if "url" in weights:
+        from pathlib import Path
+
+        from ordclip.data.fetch import download
+
+        source = Path(layout.downloads_dir()) / Path(weights["url"]).name
+        download(weights["url"], source, weights["sha256"])
+    else:
+        source = weights["path"]
+        digest = sha256_file(source) if "sha256" in weights else None
+        if digest is not None and digest != weights["sha256"]:
+            raise ConfigError(f"backbones.{args.name}.weights: {source} has sha256 {digest}, "
+                              f"expected {weights['sha256']}")
+    if weights.get("format", "open_clip") == "openai":
+        from ordclip.models.backbone import convert_openai
+
+        convert_openai(source, out)
+        return
     with atomic_path(out) as tmp:
-        shutil.copyfile(weights["path"], tmp)
+        shutil.copyfile(source, tmp)
 
 
 def cmd_embed(args) -> None:
@@ -120,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     verb("train", cmd_train, "train (or fit) one run", "suite", "dataset", "method", "fold")
     verb("evaluate", cmd_evaluate, "metrics.json and predictions.csv of one run", "suite", "dataset", "method", "fold")
     verb("cell", cmd_cell, "aggregate a (dataset, method) cell over folds", "suite", "dataset", "method")
-    verb("table", cmd_table, "build results/<name>.csv and .md (table1, or table3: ablations)", "suite", "name")
+    verb("table", cmd_table, "build results/<name>.csv and .md (table1; table2: few-shot; table3: ablations)", "suite", "name")
     return parser
 
 

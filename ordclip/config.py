@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -93,6 +94,17 @@ def check(params: Mapping) -> None:
                 f"datasets.{name}.rank_names: {len(names)} names for "
                 f"{ranks[1] - ranks[0] + 1} ranks ({ranks[0]}..{ranks[1]})"
             )
+        coarse = ds.get("coarse") or {}
+        starts = coarse.get("starts")
+        if starts is not None:
+            if any(b <= a for a, b in zip(starts, starts[1:])):
+                problems.append(f"datasets.{name}.coarse.starts: {starts} must be strictly increasing")
+            elif ranks is not None and (starts[0] > ranks[0] or starts[-1] > ranks[1]):
+                problems.append(f"datasets.{name}.coarse.starts: {starts} must start at or below the lowest "
+                                f"rank {ranks[0]} and end at or below the top rank {ranks[1]}")
+            if len(coarse.get("names", [])) != len(starts):
+                problems.append(f"datasets.{name}.coarse.names: {len(coarse.get('names', []))} names for "
+                                f"{len(starts)} bins")
         split = ds.get("split", {})
         fractions = [split.get(k, 0) for k in ("train", "val", "test")]
         if split.get("protocol") == "stratified" and sum(fractions) > 1 + 1e-9:
@@ -107,15 +119,22 @@ def check(params: Mapping) -> None:
         for i, m in enumerate(suite.get("methods", [])):
             if m not in params.get("methods", {}):
                 problems.append(f"{where}.methods[{i}]: unknown method {m!r}")
-        for key in ("datasets", "methods"):
-            for i, name in enumerate((suite.get("ablations") or {}).get(key, [])):
-                if name not in params.get(key, {}):
-                    problems.append(f"{where}.ablations.{key}[{i}]: unknown {key[:-1]} {name!r}")
-        for m, over in (suite.get("overrides") or {}).items():
-            if m not in params.get("methods", {}):
-                problems.append(f"{where}.overrides.{m}: unknown method {m!r}")
-            else:
-                problems += _unknown_keys(params["methods"][m], over, f"{where}.overrides.{m}")
+        for table in ("ablations", "fewshot"):
+            for key in ("datasets", "methods"):
+                for i, name in enumerate((suite.get(table) or {}).get(key, [])):
+                    if name not in params.get(key, {}):
+                        problems.append(f"{where}.{table}.{key}[{i}]: unknown {key[:-1]} {name!r}")
+        overrides = [(f"{where}.overrides", suite.get("overrides") or {})]
+        for d, per_method in (suite.get("dataset_overrides") or {}).items():
+            if d not in params.get("datasets", {}):
+                problems.append(f"{where}.dataset_overrides.{d}: unknown dataset {d!r}")
+            overrides.append((f"{where}.dataset_overrides.{d}", per_method or {}))
+        for at, per_method in overrides:
+            for m, over in per_method.items():
+                if m not in params.get("methods", {}):
+                    problems.append(f"{at}.{m}: unknown method {m!r}")
+                else:
+                    problems += _unknown_keys(params["methods"][m], over, f"{at}.{m}")
     suite = params.get("suite")
     if suite not in params.get("suites", {}):
         problems.append(f"suite: unknown suite {suite!r} (defined: {sorted(params.get('suites', {}))})")
@@ -133,9 +152,17 @@ def _unknown_keys(base: Mapping, over: Mapping, where: str) -> list[str]:
     return out
 
 
+def fewshot_datasets(suite: Mapping) -> list[str]:
+    """The few-shot variants of table 2: each few-shot dataset at each number of shots."""
+    fs = suite.get("fewshot") or {}
+    return [fewshot_name(d, k) for d in fs.get("datasets", []) for k in fs.get("shots", [])]
+
+
 def suite_members(suite: Mapping, key: str) -> list[str]:
-    """The suite's datasets or methods: those of table 1, then those only in its ablations."""
-    return list(dict.fromkeys([*suite.get(key, []), *(suite.get("ablations") or {}).get(key, [])]))
+    """The suite's datasets or methods: those of table 1, then those only in its ablations or
+    its few-shot table."""
+    extra = fewshot_datasets(suite) if key == "datasets" else (suite.get("fewshot") or {}).get(key, [])
+    return list(dict.fromkeys([*suite.get(key, []), *(suite.get("ablations") or {}).get(key, []), *extra]))
 
 
 def suite_config(params: Mapping, suite: str) -> dict:
@@ -150,21 +177,63 @@ def backbone_config(params: Mapping, name: str) -> dict:
     return {"name": name, **params["backbones"][name]}
 
 
+# Defaults of a bring-your-own (kind: csv) dataset, all "our choice": a neutral prompt, the
+# demo's stratified split. Rank names default to the label values (ordclip.runs.make_task) and
+# NumCLIP's bins to 5 quantile bins (ordclip.runs.coarse_bins).
+CSV_DEFAULTS = {
+    "prompt": {"context": "the level shown in this image is"},
+    "split": {"protocol": "stratified", "train": 0.6, "val": 0.15, "test": 0.25},
+}
+
+
+FEWSHOT = re.compile(r"^(?P<base>[A-Za-z0-9][A-Za-z0-9_]*)-(?P<shots>[1-9][0-9]*)shot$")
+
+
+def fewshot_name(dataset: str, shots: int) -> str:
+    """The few-shot variant of a dataset: its images, its folds' train parts cut to ``shots`` per rank."""
+    return f"{dataset}-{shots}shot"
+
+
 def dataset_config(params: Mapping, name: str) -> dict:
+    """A dataset's entry, with the defaults of its kind filled in. ``data`` names the dataset whose
+    images it uses: itself, or for a few-shot variant ``<base>-<k>shot`` the base (and ``shots`` is k)."""
+    extra: dict = {"data": name}
+    match = FEWSHOT.match(name)
+    if name not in params.get("datasets", {}) and match:
+        name_, extra = match["base"], {"data": match["base"], "shots": int(match["shots"])}
+    else:
+        name_ = name
     try:
-        return {"name": name, **params["datasets"][name]}
+        ds = params["datasets"][name_]
     except KeyError:
-        raise ConfigError(f"datasets.{name}: unknown dataset") from None
+        raise ConfigError(f"datasets.{name_}: unknown dataset") from None
+    defaults = CSV_DEFAULTS if ds.get("kind") == "csv" else {}
+    return {"name": name, **deep_merge(defaults, ds), **extra}
 
 
-def method_config(params: Mapping, suite: str, name: str) -> dict:
-    """The method's parameters with the suite's overrides merged in."""
+def raw_source(params: Mapping, name: str) -> tuple[str, str]:
+    """(labels CSV, image root) of a dataset: the user's own files for kind csv, else data/raw/<name>."""
+    from ordclip import layout
+
+    ds = dataset_config(params, name)
+    if ds["kind"] == "csv":
+        return ds["csv"], ds["image_root"]
+    return layout.raw_labels(name), layout.raw_dir(name)
+
+
+def method_config(params: Mapping, suite: str, name: str, dataset: str | None = None) -> dict:
+    """The method's parameters with the suite's overrides merged in, then the suite's overrides
+    for this dataset (``dataset_overrides.<dataset>.<method>``; a few-shot variant takes its base's)."""
     try:
         base = params["methods"][name]
     except KeyError:
         raise ConfigError(f"methods.{name}: unknown method") from None
-    over = (suite_config(params, suite).get("overrides") or {}).get(name, {})
-    return {"name": name, **deep_merge(base, over)}
+    s = suite_config(params, suite)
+    out = deep_merge(base, (s.get("overrides") or {}).get(name, {}))
+    if dataset is not None:
+        data = dataset_config(params, dataset)["data"]
+        out = deep_merge(out, ((s.get("dataset_overrides") or {}).get(data) or {}).get(name, {}))
+    return {"name": name, **out}
 
 
 def run_config(params: Mapping, suite: str, dataset: str, method: str) -> dict:
@@ -181,13 +250,23 @@ def run_config(params: Mapping, suite: str, dataset: str, method: str) -> dict:
         "precision": s.get("precision", "auto"),
         "backbone": backbone_config(params, s["backbone"]),
         "dataset": dataset_config(params, dataset),
-        "method": method_config(params, suite, method),
+        "method": method_config(params, suite, method, dataset),
     }
 
 
+def n_folds(params: Mapping, suite: str, dataset: str) -> int:
+    """Folds of a dataset in a suite: its protocol's own count (``split.folds``) or the suite's."""
+    return dataset_config(params, dataset)["split"].get("folds", suite_config(params, suite)["folds"])
+
+
 def split_config(params: Mapping, suite: str, dataset: str) -> dict:
-    s = suite_config(params, suite)
-    return {"folds": s["folds"], "seed": params["seed"], **dataset_config(params, dataset)["split"]}
+    """The protocol of a dataset's folds in a suite, with the run seed and, for a few-shot
+    variant, its number of shots per rank."""
+    ds = dataset_config(params, dataset)
+    out = {"seed": params["seed"], **ds["split"], "folds": n_folds(params, suite, dataset)}
+    if "shots" in ds:
+        out["shots"] = ds["shots"]
+    return out
 
 
 def config_hash(obj: Any) -> str:

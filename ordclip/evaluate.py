@@ -57,7 +57,7 @@ def evaluate(params: dict, suite: str, dataset: str, method: str, fold: int) -> 
     result["test_selected_test"] = result["test_selected"]["headline"]
     write_json(run("metrics.json"), result)
 
-    index = read_index(layout.prepared_index(dataset, cfg["backbone"]["resize"]))
+    index = read_index(layout.prepared_index(cfg["dataset"]["data"], cfg["backbone"]["resize"]))
     preds = mode_predictions(cands["test"][chosen["val_selected"]])
     with atomic_path(run("predictions.csv")) as tmp:
         with open(tmp, "w", newline="") as f:

@@ -64,3 +64,16 @@ def table_file(name: str, ext: str) -> str:
 
 
 TABLE1_CSV, TABLE1_MD = table_file("table1", "csv"), table_file("table1", "md")
+
+
+def downloads_dir() -> str:
+    """Verified downloads (archives, list files), kept so a re-fetch does not download again."""
+    return f"{DATA}/downloads"
+
+
+CELL_FIGURES = ("confusion", "mae_per_rank", "pred_vs_true", "curves")
+
+
+def cell_figure(suite: str, dataset: str, method: str, name: str) -> str:
+    """A report figure of a cell: results/{suite}/cells/{dataset}/{method}/{name}.png."""
+    return f"{RESULTS}/{suite}/cells/{dataset}/{method}/{name}.png"

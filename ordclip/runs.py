@@ -20,15 +20,31 @@ from ordclip.methods import METHODS
 from ordclip.methods.base import Task
 
 
-def coarse_bins(dataset_cfg: dict, lo: int, hi: int, names: list[str]) -> dict | None:
+QUANTILE_WORDS = {2: ["low", "high"], 3: ["low", "medium", "high"], 4: ["very low", "low", "high", "very high"],
+                  5: ["very low", "low", "medium", "high", "very high"]}
+
+
+def quantile_starts(labels: np.ndarray, bins: int = 5) -> list[int]:
+    """Start labels of (up to) ``bins`` bins holding about equal numbers of images: the lowest
+    label, then the labels at the 1/bins, 2/bins, ... quantiles (duplicates merged)."""
+    qs = np.quantile(np.asarray(labels), np.arange(1, bins) / bins, method="higher").astype(int)
+    return sorted({int(np.min(labels)), *qs.tolist()})
+
+
+def coarse_bins(dataset_cfg: dict, lo: int, hi: int, names: list[str], labels: np.ndarray) -> dict | None:
     """NumCLIP's coarse bins: ``coarse.starts``/``names`` from the config; a 5-level task defaults
-    to its own levels and words. The prompt context defaults to the dataset's."""
+    to its own levels and words, any other task to 5 quantile bins of its labels with generic
+    ordinal words ("very low" .. "very high"; our choice). The prompt context defaults to the dataset's."""
     coarse = dict(dataset_cfg.get("coarse") or {})
     coarse.setdefault("context", dataset_cfg["prompt"]["context"])
     if "starts" not in coarse:
-        if hi - lo + 1 != 5:
-            return None
-        coarse["starts"], coarse["names"] = list(range(lo, hi + 1)), list(names)
+        if hi - lo + 1 == 5:
+            coarse["starts"], coarse["names"] = list(range(lo, hi + 1)), list(names)
+        else:
+            coarse["starts"] = quantile_starts(labels)
+            if len(coarse["starts"]) < 2:
+                return None
+            coarse["names"] = QUANTILE_WORDS[len(coarse["starts"])]
     if coarse["starts"][0] > lo:
         raise ConfigError(f"datasets.{dataset_cfg['name']}.coarse.starts: the first bin starts at "
                           f"{coarse['starts'][0]}, above the lowest label {lo}")
@@ -40,12 +56,12 @@ def make_task(dataset_cfg: dict, labels: np.ndarray) -> Task:
     lo, hi = dataset_cfg.get("ranks") or (int(labels.min()), int(labels.max()))
     names = list(dataset_cfg.get("rank_names") or [str(v) for v in range(lo, hi + 1)])
     return Task(num_ranks=hi - lo + 1, rank_names=names, context=dataset_cfg["prompt"]["context"],
-                min_label=lo, coarse=coarse_bins(dataset_cfg, lo, hi, names))
+                min_label=lo, coarse=coarse_bins(dataset_cfg, lo, hi, names, labels))
 
 
 def task_for(cfg: dict) -> Task:
     bb, ds = cfg["backbone"], cfg["dataset"]
-    labels = read_index(layout.prepared_index(ds["name"], bb["resize"]))["label"]
+    labels = read_index(layout.prepared_index(ds["data"], bb["resize"]))["label"]
     return make_task(ds, labels)
 
 
@@ -53,13 +69,13 @@ def inputs(cfg: dict, fold: int) -> dict[str, str]:
     """The input files of a train run."""
     bb, ds = cfg["backbone"], cfg["dataset"]
     paths = {
-        "images": layout.prepared_images(ds["name"], bb["resize"]),
-        "index": layout.prepared_index(ds["name"], bb["resize"]),
+        "images": layout.prepared_images(ds["data"], bb["resize"]),
+        "index": layout.prepared_index(ds["data"], bb["resize"]),
         "split": layout.split_file(cfg["suite"], ds["name"], fold),
         "weights": layout.backbone_weights(bb["name"]),
     }
     if METHODS[cfg["method"]["kind"]]["trains_on"] == "features":
-        paths["features"] = layout.features(cfg["suite"], ds["name"])
+        paths["features"] = layout.features(cfg["suite"], ds["data"])
     return paths
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ordclip import layout
-from ordclip.config import suite_config
+from ordclip.config import fewshot_datasets, n_folds, suite_config
 from ordclip.errors import ConfigError
 from ordclip.io import atomic_path, write_json, write_text
 
@@ -26,7 +26,7 @@ TABLE_COLUMNS = ["suite", "dataset", "method", "metric", "mean", "std", "n_folds
 
 def make_cell(params: dict, suite: str, dataset: str, method: str) -> None:
     """Aggregate the folds' metrics.json into the cell file: mean, sample std (ddof=1), values."""
-    folds = list(range(suite_config(params, suite)["folds"]))
+    folds = list(range(n_folds(params, suite, dataset)))
     runs = [json.loads(open(layout.run_file(suite, dataset, method, k, "metrics.json")).read()) for k in folds]
     metrics = {}
     for name, (section, key) in CELL_METRICS.items():
@@ -45,15 +45,20 @@ def make_cell(params: dict, suite: str, dataset: str, method: str) -> None:
 
 
 def table_grid(params: dict, suite: str, name: str) -> tuple[list[str], list[str]]:
-    """(datasets, methods) of a table: table1 from the suite, table3 from its ablations."""
+    """(datasets, methods) of a table: table1 from the suite, table2 from its few-shot settings,
+    table3 from its ablations."""
     s = suite_config(params, suite)
     if name == "table1":
         return s["datasets"], s["methods"]
+    if name == "table2":
+        if not s.get("fewshot"):
+            raise ConfigError(f"suites.{suite}.fewshot: not set, so this suite has no table2")
+        return fewshot_datasets(s), s["fewshot"]["methods"]
     if name == "table3":
         if not s.get("ablations"):
             raise ConfigError(f"suites.{suite}.ablations: not set, so this suite has no table3")
         return s["ablations"]["datasets"], s["ablations"]["methods"]
-    raise ConfigError(f"unknown table {name!r} (table1 | table3)")
+    raise ConfigError(f"unknown table {name!r} (table1 | table2 | table3)")
 
 
 def read_cells(suite: str, datasets: list[str], methods: list[str]) -> pd.DataFrame:
@@ -91,7 +96,8 @@ def markdown(df: pd.DataFrame, methods: list[str], datasets: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-TITLES = {"table1": "Table 1: methods × datasets", "table3": "Table 3: ablations"}
+TITLES = {"table1": "Table 1: methods × datasets", "table2": "Table 2: few-shot (k training images per rank)",
+          "table3": "Table 3: ablations"}
 
 
 def make_table(params: dict, suite: str, name: str) -> None:

@@ -133,6 +133,19 @@ def _dataset(ranks, names=None, coarse=None):
     return cfg
 
 
+def test_quantile_starts_split_the_labels_into_about_equal_bins():
+    import numpy as np
+
+    from ordclip.runs import quantile_starts
+
+    labels = np.repeat(np.arange(16, 78), 10)           # uniform ages 16..77, 620 images
+    starts = quantile_starts(labels)
+    assert starts[0] == 16 and len(starts) == 5
+    counts = np.histogram(labels, bins=[*starts, 78])[0]
+    assert counts.min() >= 110 and counts.max() <= 130   # 124 each, up to the label granularity
+    assert quantile_starts(np.array([3, 3, 3, 9])) == [3, 9]   # duplicates merged
+
+
 def test_coarse_bins_from_config_and_the_five_level_default():
     import numpy as np
 
@@ -140,7 +153,10 @@ def test_coarse_bins_from_config_and_the_five_level_default():
     assert task.coarse["starts"] == [1, 3, 5, 7, 9] and task.coarse["context"] == "the level is"
     five = make_task(_dataset([0, 4], names=list("vwxyz")), np.array([0]))
     assert five.coarse["starts"] == [0, 1, 2, 3, 4] and five.coarse["names"] == list("vwxyz")
-    assert make_task(_dataset([0, 6]), np.array([0])).coarse is None
+    seven = make_task(_dataset([0, 6]), np.array([0, 0, 1, 2, 3, 4, 5, 6, 6, 6]))
+    assert seven.coarse["starts"] == [0, 1, 3, 5, 6]
+    assert seven.coarse["names"] == ["very low", "low", "medium", "high", "very high"]
+    assert make_task(_dataset([0, 6]), np.array([2, 2, 2])).coarse is None  # one label value: no bins
     with pytest.raises(Exception, match="first bin starts at 2, above the lowest label 1"):
         make_task(_dataset([1, 10], coarse={"starts": [2, 4, 6, 8, 9], "names": list("abcde")}), np.array([1]))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import random
 from pathlib import Path
 from typing import Callable
 
@@ -39,10 +40,26 @@ def read_index(index_csv: str | Path) -> dict[str, np.ndarray]:
     }
 
 
+def fewshot(split: np.ndarray, ranks: np.ndarray, shots: int, seed: int) -> np.ndarray:
+    """Keep ``shots`` train images per rank, drawn as OrdinalCLIP's ``generate_fewshot_dataset``
+    does: per label present in train (ascending), ``random.sample`` of that label's images under the
+    run seed; a label with fewer images keeps them all. Val and test are unchanged."""
+    rng = random.Random(seed)
+    out = split.copy()
+    for r in np.unique(ranks[split == "train"]):
+        members = np.flatnonzero((split == "train") & (ranks == r)).tolist()
+        if len(members) > shots:
+            keep = set(rng.sample(members, shots))
+            out[[i for i in members if i not in keep]] = ""
+    return out
+
+
 def write_split(index_csv: str | Path, fold: int, cfg: dict, out: str | Path) -> None:
     """Write ``index,split`` for every image the fold uses."""
     ranks = read_index(index_csv)["rank"]
     split = PROTOCOLS[cfg["protocol"]](ranks, fold, cfg["seed"], cfg)
+    if "shots" in cfg:
+        split = fewshot(split, ranks, cfg["shots"], cfg["seed"])
     with atomic_path(out) as tmp:
         with open(tmp, "w", newline="") as f:
             writer = csv.writer(f)

@@ -52,6 +52,19 @@ def init_weights(cfg: dict, out: str | Path) -> None:
         torch.save(model.state_dict(), tmp)
 
 
+def convert_openai(source: str | Path, out: str | Path) -> None:
+    """Write OpenAI's CLIP checkpoint (a TorchScript archive, or its state_dict) as an open_clip
+    state_dict file: open_clip rebuilds the model from the checkpoint's shapes, with QuickGELU."""
+    from open_clip.openai import load_openai_model
+
+    try:
+        model = load_openai_model(str(source), precision="fp32", device="cpu")
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise ConfigError(f"{source}: not an OpenAI CLIP checkpoint: {exc}") from None
+    with atomic_path(out) as tmp:
+        torch.save(model.state_dict(), tmp)
+
+
 def tokenizer(cfg: dict):
     """open_clip's tokenizer for the backbone (the bundled BPE vocabulary; no network)."""
     import open_clip

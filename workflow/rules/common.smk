@@ -11,12 +11,15 @@ from ordclip.config import (
     backbone_config,
     check,
     dataset_config,
+    n_folds,
+    raw_source,
     run_config,
     split_config,
     suite_config,
 )
 from ordclip.data.registry import DATASET_KINDS
 from ordclip.errors import ConfigError
+from ordclip.tables import table_grid
 from ordclip.methods import METHODS
 
 validate(config, schema="../schemas/params.schema.yaml", set_default=False)
@@ -48,7 +51,29 @@ def _cli_params():
 
 
 CFG = _cli_params()
-GENERATED = [n for n, d in config["datasets"].items() if DATASET_KINDS[d["kind"]]["source"] == "generate"]
+def datasets_from(source):
+    """Names of the datasets whose raw files come from ``source`` (generate | fetch | csv)."""
+    return [n for n, d in config["datasets"].items() if DATASET_KINDS[d["kind"]]["source"] == source]
+
+
+GENERATED, FETCHED = datasets_from("generate"), datasets_from("fetch")
+
+
+def prepare_input(wc):
+    """The raw files of a dataset: the user's CSV for kind csv (its images are read where they
+    are), else the data/raw/<dataset> folder that generate or fetch writes."""
+    if dataset_config(config, wc.dataset)["kind"] == "csv":
+        return raw_source(config, wc.dataset)[0]
+    return L.raw_dir(wc.dataset)
+
+
+def data_of(dataset):
+    """The dataset whose images ``dataset`` uses (a few-shot variant uses its base's)."""
+    return dataset_config(config, dataset)["data"]
+
+
+def prepared_index_of(wc):
+    return L.prepared_index(data_of(wc.dataset), suite_backbone(wc.suite)["resize"])
 
 
 def suite_backbone(suite):
@@ -68,23 +93,25 @@ def table1_cells(suite):
     return [L.cell_file(suite, d, m) for d in s["datasets"] for m in s["methods"]]
 
 
-def ablation_cells(suite):
-    ablations = suite_config(config, suite).get("ablations")
-    if not ablations:
-        raise WorkflowError(f"suites.{suite}.ablations is not set: this suite has no results/table3.csv")
-    return [L.cell_file(suite, d, m) for d in ablations["datasets"] for m in ablations["methods"]]
+def table_cells(suite, name):
+    """The cell files of results/<name>.csv (table2: few-shot, table3: ablations) for the suite."""
+    try:
+        datasets, methods = table_grid(config, suite, name)
+    except ConfigError as exc:
+        raise WorkflowError(str(exc))
+    return [L.cell_file(suite, d, m) for d in datasets for m in methods]
 
 
 def train_inputs(wc):
     bb = suite_backbone(wc.suite)
     inputs = {
-        "images": L.prepared_images(wc.dataset, bb["resize"]),
-        "index": L.prepared_index(wc.dataset, bb["resize"]),
+        "images": L.prepared_images(data_of(wc.dataset), bb["resize"]),
+        "index": L.prepared_index(data_of(wc.dataset), bb["resize"]),
         "split": L.split_file(wc.suite, wc.dataset, wc.fold),
         "weights": L.backbone_weights(bb["name"]),
     }
     if trains_on(wc.suite, wc.dataset, wc.method) == "features":
-        inputs["features"] = L.features(wc.suite, wc.dataset)
+        inputs["features"] = L.features(wc.suite, data_of(wc.dataset))
     return inputs
 
 

@@ -17,9 +17,29 @@ rule generate:
         "python -m ordclip generate {params.cfg} --dataset {wildcards.dataset} > {log} 2>&1"
 
 
+localrules:
+    fetch,
+
+
+rule fetch:
+    output:
+        directory(L.raw_dir("{dataset}")),
+    wildcard_constraints:
+        dataset="|".join(FETCHED) or "^$",
+    params:
+        cfg=CFG,
+        dataset=lambda wc: dataset_config(config, wc.dataset),
+    conda:
+        "../envs/ordclip.yaml"
+    log:
+        L.log_file("data", "fetch", "{dataset}"),
+    shell:
+        "python -m ordclip fetch {params.cfg} --dataset {wildcards.dataset} > {log} 2>&1"
+
+
 rule prepare:
     input:
-        L.raw_dir("{dataset}"),
+        prepare_input,
     output:
         images=L.prepared_images("{dataset}", "{size}"),
         index=L.prepared_index("{dataset}", "{size}"),
@@ -36,7 +56,7 @@ rule prepare:
 
 rule split:
     input:
-        lambda wc: L.prepared_index(wc.dataset, suite_backbone(wc.suite)["resize"]),
+        prepared_index_of,
     output:
         L.split_file("{suite}", "{dataset}", "{fold}"),
     params:

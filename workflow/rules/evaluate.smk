@@ -4,7 +4,7 @@
 rule evaluate:
     input:
         outputs=L.run_file("{suite}", "{dataset}", "{method}", "{fold}", "outputs.npz"),
-        index=lambda wc: L.prepared_index(wc.dataset, suite_backbone(wc.suite)["resize"]),
+        index=prepared_index_of,
     output:
         metrics=L.run_file("{suite}", "{dataset}", "{method}", "{fold}", "metrics.json"),
         predictions=L.run_file("{suite}", "{dataset}", "{method}", "{fold}", "predictions.csv"),

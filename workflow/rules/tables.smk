@@ -4,6 +4,7 @@
 localrules:
     cell,
     table,
+    table2,
     table3,
 
 
@@ -11,7 +12,7 @@ rule cell:
     input:
         lambda wc: [
             L.run_file(wc.suite, wc.dataset, wc.method, k, "metrics.json")
-            for k in range(suite_config(config, wc.suite)["folds"])
+            for k in range(n_folds(config, wc.suite, wc.dataset))
         ],
     output:
         L.cell_file("{suite}", "{dataset}", "{method}"),
@@ -43,9 +44,26 @@ rule table:
         "python -m ordclip table {params.cfg} --suite {params.suite} --name table1 > {log} 2>&1"
 
 
+rule table2:
+    input:
+        lambda wc: table_cells(SUITE, "table2"),
+    output:
+        csv=L.table_file("table2", "csv"),
+        md=L.table_file("table2", "md"),
+    params:
+        cfg=CFG,
+        suite=SUITE,
+    conda:
+        "../envs/ordclip.yaml"
+    log:
+        L.log_file(SUITE, "table", "table2"),
+    shell:
+        "python -m ordclip table {params.cfg} --suite {params.suite} --name table2 > {log} 2>&1"
+
+
 rule table3:
     input:
-        lambda wc: ablation_cells(SUITE),
+        lambda wc: table_cells(SUITE, "table3"),
     output:
         csv=L.table_file("table3", "csv"),
         md=L.table_file("table3", "md"),
