@@ -119,6 +119,12 @@ def check(params: Mapping) -> None:
         for i, m in enumerate(suite.get("methods", [])):
             if m not in params.get("methods", {}):
                 problems.append(f"{where}.methods[{i}]: unknown method {m!r}")
+        for group, members in (suite.get("overall") or {}).items():
+            if group in params.get("datasets", {}):
+                problems.append(f"{where}.overall.{group}: the name of a dataset too; pick another")
+            for i, d in enumerate(members):
+                if d not in suite.get("datasets", []):
+                    problems.append(f"{where}.overall.{group}[{i}]: {d!r} is not in {where}.datasets")
         for table in ("ablations", "fewshot"):
             for key in ("datasets", "methods"):
                 for i, name in enumerate((suite.get(table) or {}).get(key, [])):

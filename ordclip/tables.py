@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+import yaml
 
 from ordclip import layout
 from ordclip.config import fewshot_datasets, n_folds, suite_config
@@ -61,16 +64,84 @@ def table_grid(params: dict, suite: str, name: str) -> tuple[list[str], list[str
     raise ConfigError(f"unknown table {name!r} (table1 | table2 | table3)")
 
 
-def read_cells(suite: str, datasets: list[str], methods: list[str]) -> pd.DataFrame:
-    """The cells of a table in tidy long form: one row per cell and metric."""
+def _read_cell(suite: str, dataset: str, method: str) -> dict:
+    path = layout.cell_file(suite, dataset, method)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: cell not built (run its rule `cell` first)") from None
+
+
+def _overall(suite: str, group: str, members: list[str], method: str) -> dict:
+    """A group's overall cell (e.g. aesthetics over its four categories): fold k's value is the
+    mean of the members' fold-k values; then mean and sample std over folds, as for a cell."""
+    cells = [_read_cell(suite, d, method) for d in members]
+    if len({c["n_folds"] for c in cells}) != 1:
+        raise ConfigError(f"suites.{suite}.overall.{group}: its datasets have different numbers of folds")
+    metrics = {}
+    for name in cells[0]["metrics"]:
+        per_fold = np.array([c["metrics"][name]["values"] for c in cells], dtype=np.float64)
+        values = per_fold.mean(axis=0)
+        finite = values[np.isfinite(values)]
+        metrics[name] = {"mean": float(finite.mean()) if len(finite) else None,
+                         "std": float(finite.std(ddof=1)) if len(finite) > 1 else None}
+    return {"n_folds": cells[0]["n_folds"], "metrics": metrics}
+
+
+def read_cells(suite: str, datasets: list[str], methods: list[str],
+               overall: dict[str, list[str]] | None = None) -> pd.DataFrame:
+    """The cells of a table in tidy long form: one row per cell and metric; then the overall rows
+    of each group of datasets (``suites.<s>.overall``) whose members are all in the table."""
     rows = []
-    for dataset in datasets:
+    groups = {g: ds for g, ds in (overall or {}).items() if set(ds) <= set(datasets)}
+    for dataset in [*datasets, *groups]:
         for method in methods:
-            cell = json.loads(open(layout.cell_file(suite, dataset, method)).read())
+            cell = (_overall(suite, dataset, groups[dataset], method) if dataset in groups
+                    else _read_cell(suite, dataset, method))
             for metric, m in cell["metrics"].items():
                 rows.append({"suite": suite, "dataset": dataset, "method": method, "metric": metric,
                              "mean": m["mean"], "std": m["std"], "n_folds": cell["n_folds"]})
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+PUBLISHED = Path(__file__).with_name("published.yaml")
+
+
+def published(path: str | Path = PUBLISHED) -> list[dict]:
+    """The numbers the papers report (ordclip/published.yaml), each with its source."""
+    entries = yaml.safe_load(Path(path).read_text()) or []
+    for i, e in enumerate(entries):
+        missing = {"dataset", "method", "metric", "value", "source", "checked"} - set(e)
+        if missing or e["metric"] not in ("mae", "acc"):
+            raise ConfigError(f"{path}: entry {i} ({e.get('dataset')}/{e.get('method')}): "
+                              f"missing {sorted(missing)} or metric not mae|acc")
+    return entries
+
+
+def comparison(df: pd.DataFrame, entries: list[dict]) -> str:
+    """Markdown: paper, ours and ours − paper for every cell of ``df`` that has a published number.
+    Ours twice: selected on validation (our headline) and on test (what the official code does)."""
+    lines = ["| dataset | method | metric | paper | ours | ours − paper | ours, test-selected | source |",
+             "|---|---|---|---|---|---|---|---|"]
+    for e in entries:
+        scale = 100 if e["metric"] == "acc" else 1
+        got = {}
+        for key, metric in (("val", e["metric"]), ("test", f"{e['metric']}_test_selected")):
+            row = df[(df.dataset == e["dataset"]) & (df.method == e["method"]) & (df.metric == metric)]
+            got[key] = None if row.empty or pd.isna(row["mean"].iloc[0]) else row["mean"].iloc[0] * scale
+        if got["val"] is None:
+            continue
+        unit = " %" if e["metric"] == "acc" else ""
+        mark = "" if e["checked"] else " †"
+        test = "–" if got["test"] is None else f"{got['test']:.2f}{unit}"
+        lines.append(f"| {e['dataset']} | {e['method']} | {e['metric'].upper() if scale == 1 else 'Acc'} | "
+                     f"{e['value']:.2f}{unit}{mark} | {got['val']:.2f}{unit} | {got['val'] - e['value']:+.2f} | "
+                     f"{test} | {' '.join(e['source'].split())} |")
+    if len(lines) == 2:
+        return ""
+    return ("\n## Published numbers beside ours\n\n" + "\n".join(lines) +
+            "\n\n† not yet checked against the paper's own table (see ordclip/published.yaml).\n")
 
 
 def _pm(mean: float | None, std: float | None, scale: float, digits: int) -> str:
@@ -104,10 +175,17 @@ def make_table(params: dict, suite: str, name: str) -> None:
     """Write results/{name}.csv (tidy long form) and .md (the papers' wide layout)."""
     s = suite_config(params, suite)
     datasets, methods = table_grid(params, suite, name)
-    df = read_cells(suite, datasets, methods)
+    df = read_cells(suite, datasets, methods, s.get("overall"))
+    datasets = list(dict.fromkeys(df["dataset"]))
     with atomic_path(layout.table_file(name, "csv")) as tmp:
         df.to_csv(tmp, index=False)
-    n = df["n_folds"].max()
-    note = (f"Suite `{suite}` (backbone `{s['backbone']}`), mean ± sample std over {n} folds; test metrics of "
-            f"the checkpoint selected on validation. MAE in rank units.\n\n")
-    write_text(layout.table_file(name, "md"), f"# {TITLES[name]}\n\n{note}" + markdown(df, methods, datasets))
+    folds = df.groupby("dataset", sort=False)["n_folds"].max()
+    over = (f"{folds.iloc[0]} folds" if folds.nunique() == 1 else
+            "the folds of each dataset (" + ", ".join(f"{d}: {n}" for d, n in folds.items()) + ")")
+    note = (f"Suite `{suite}` (backbone `{s['backbone']}`), mean ± sample std over {over}; test metrics of "
+            f"the checkpoint selected on validation. MAE in label units.\n")
+    groups = {g: m for g, m in (s.get("overall") or {}).items() if g in datasets}
+    for g, members in groups.items():
+        note += f"`{g}` is the mean of {', '.join(members)} (per fold, then over folds).\n"
+    write_text(layout.table_file(name, "md"), f"# {TITLES[name]}\n\n{note}\n" + markdown(df, methods, datasets)
+               + comparison(df, published()))
