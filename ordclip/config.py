@@ -141,11 +141,28 @@ def check(params: Mapping) -> None:
                     problems.append(f"{at}.{m}: unknown method {m!r}")
                 else:
                     problems += _unknown_keys(params["methods"][m], over, f"{at}.{m}")
+                    merged = deep_merge(deep_merge(params["methods"][m], (suite.get("overrides") or {}).get(m, {})),
+                                        over)
+                    problems += [f"{at}.{m} (merged over methods.{m}){p}" for p in _method_errors(merged)]
+    for name, bb in params.get("backbones", {}).items():
+        if bb.get("resize", 0) < bb.get("image_size", 0):
+            problems.append(f"backbones.{name}.resize: {bb['resize']} is below image_size {bb['image_size']} "
+                            f"(images are cached at resize px, then cropped to image_size)")
     suite = params.get("suite")
     if suite not in params.get("suites", {}):
         problems.append(f"suite: unknown suite {suite!r} (defined: {sorted(params.get('suites', {}))})")
     if problems:
         raise ConfigError("invalid parameters:\n  " + "\n  ".join(problems))
+
+
+def _method_errors(method: Mapping) -> list[str]:
+    """Schema errors of one method's parameters (e.g. after a suite's overrides are merged in)."""
+    import jsonschema
+
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    validator = jsonschema.Draft202012Validator({"$ref": "#/$defs/method", "$defs": schema["$defs"]})
+    return [f"{''.join(f'.{p}' for p in e.absolute_path)}: {e.message}"
+            for e in sorted(validator.iter_errors(dict(method)), key=lambda e: list(e.absolute_path))][:5]
 
 
 def _unknown_keys(base: Mapping, over: Mapping, where: str) -> list[str]:

@@ -14,6 +14,7 @@ import numpy as np
 from ordclip import layout
 from ordclip.config import run_config
 from ordclip.data.splits import read_index
+from ordclip.errors import ConfigError
 from ordclip.io import atomic_path, write_json
 from ordclip.metrics import mode_predictions, selection_score, summarize
 
@@ -45,6 +46,13 @@ def evaluate(params: dict, suite: str, dataset: str, method: str, fold: int) -> 
     names = [str(n) for n in npz["candidates"]]
     y = {p: npz[f"{p}_y"] for p in ("val", "test")}
     cands = {p: _candidates(npz, p) for p in ("val", "test")}
+    have = list(mode_predictions(cands["val"][0]))
+    wanted = {"select_on": mcfg["select_on"].rpartition("_")[2], **{f"report.{k}": v for k, v in mcfg["report"].items()}}
+    for key, mode in wanted.items():
+        if mode not in have:
+            raise ConfigError(f"methods.{method}.{key}: prediction mode {mode!r} is not produced by this run "
+                              f"({suite}/{dataset}/{method}/fold{fold} has {have}); the trained run is kept, "
+                              f"fix the key and rerun")
     chosen = {"val_selected": select(cands["val"], y["val"], mcfg["select_on"]),
               "test_selected": select(cands["test"], y["test"], mcfg["select_on"])}
     result: dict = {"select_on": mcfg["select_on"], "report": mcfg["report"]}

@@ -36,10 +36,40 @@ def test_repo_params_are_valid():
      r"suites\.demo\.ablations\.methods\[12\]: unknown method 'numclip_kl'"),
     (lambda p: p["datasets"]["blur"].update(rank_names=["a", "b"]), r"datasets\.blur\.rank_names: 2 names for 5 ranks"),
     (lambda p: p.update(suite="paperz"), r"suite: unknown suite 'paperz'"),
+    (lambda p: p["suites"]["demo"]["overrides"]["coop"].update(epochs=-2),
+     r"suites\.demo\.overrides\.coop \(merged over methods\.coop\)\.epochs: -2 is less than the minimum of 1"),
+    (lambda p: p["suites"]["demo"].update(dataset_overrides={"blur": {"coop": {"scheduler": {"name": "multistep"}}}}),
+     r"suites\.demo\.dataset_overrides\.blur\.coop \(merged over methods\.coop\)\.scheduler: .*milestones"),
+    (lambda p: p["methods"]["coop"].update(scheduler={"name": "multistep"}), r"methods\.coop\.scheduler: 'milestones' is a required"),
+    (lambda p: p["backbones"]["tiny"].update(resize=24), r"backbones\.tiny\.resize: 24 is below image_size 32"),
+    (lambda p: p["datasets"]["counting"]["coarse"].update(starts=[1, 3, 3, 7, 9]),
+     r"datasets\.counting\.coarse\.starts: \[1, 3, 3, 7, 9\] must be strictly increasing"),
+    (lambda p: p["datasets"]["counting"]["coarse"].update(starts=[1, 3, 5, 7, 11]),
+     r"datasets\.counting\.coarse\.starts: .*end at or below the top rank 10"),
+    (lambda p: p["suites"]["demo"]["fewshot"]["methods"].append("coop2"),
+     r"suites\.demo\.fewshot\.methods\[3\]: unknown method 'coop2'"),
+    (lambda p: p["datasets"].update(faces={"kind": "csv", "csv": "x.csv"}), r"datasets\.faces: 'image_root' is a required"),
 ])
 def test_bad_params_name_the_key(tmp_path, edit, message):
     with pytest.raises(ConfigError, match=message):
         load_params([_write(tmp_path, edit)])
+
+
+def test_few_shot_variants_and_dataset_overrides(tmp_path):
+    from ordclip.config import dataset_config, split_config
+
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("suites: {demo: {dataset_overrides: {counting: {coop: {epochs: 7}}}}}\n")
+    params = load_params([ROOT / "params.yaml", extra])
+    ds = dataset_config(params, "counting-4shot")
+    assert ds["name"] == "counting-4shot" and ds["data"] == "counting" and ds["shots"] == 4
+    assert split_config(params, "demo", "counting-4shot")["shots"] == 4
+    assert "shots" not in split_config(params, "demo", "counting")
+    assert run_config(params, "demo", "counting-4shot", "coop")["method"]["epochs"] == 7   # the base's override
+    assert run_config(params, "demo", "blur", "coop")["method"]["epochs"] == 12
+    no_fewshot = {**params, "suites": {"demo": {**params["suites"]["demo"], "fewshot": None}}}
+    with pytest.raises(ConfigError, match="'counting-4shot' is not in this suite"):
+        run_config(no_fewshot, "demo", "counting-4shot", "coop")
 
 
 def test_later_files_and_set_override(tmp_path):
