@@ -19,7 +19,8 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from ordclip.io import atomic_path
 
-Generator = Callable[[np.random.Generator, int, int, int], Image.Image]
+# (rng, label, lowest label, highest label, image size) -> image
+Generator = Callable[[np.random.Generator, int, int, int, int], Image.Image]
 
 
 def _colour(rng: np.random.Generator, lo: int = 0, hi: int = 256) -> tuple[int, int, int]:
@@ -53,39 +54,40 @@ def _scene(rng: np.random.Generator, size: int, n_shapes: int) -> Image.Image:
     return img
 
 
-def counting(rng: np.random.Generator, level: int, levels: int, size: int) -> Image.Image:
-    """``level`` shapes (discs or squares) at non-overlapping places, away from the borders."""
+def counting(rng: np.random.Generator, label: int, lo: int, hi: int, size: int) -> Image.Image:
+    """``label`` shapes (discs or squares), away from the borders, whose bounding boxes keep a
+    2-pixel gap (so no two shapes touch, squares included)."""
     img = _background(rng, size)
     draw = ImageDraw.Draw(img)
     margin, placed = size // 10 + 2, []
     radius = max(2, size // 20)
-    while len(placed) < level:
+    while len(placed) < label:
         r = int(rng.integers(radius, radius + 3))
         x, y = rng.integers(margin + r, size - margin - r, size=2)
-        if all((x - px) ** 2 + (y - py) ** 2 > (r + pr + 2) ** 2 for px, py, pr in placed):
+        if all(max(abs(x - px), abs(y - py)) > r + pr + 2 for px, py, pr in placed):
             placed.append((int(x), int(y), r))
     for x, y, r in placed:
         box = [x - r, y - r, x + r, y + r]
-        colour = _colour(rng, 120)
+        colour = _colour(rng, 170)  # the background is at most ~110 per channel: every shape stands out
         (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)
     return img
 
 
-def fading(rng: np.random.Generator, level: int, levels: int, size: int) -> Image.Image:
-    """A scene blended towards its faded sepia print by ``level / (levels - 1)``."""
+def fading(rng: np.random.Generator, label: int, lo: int, hi: int, size: int) -> Image.Image:
+    """A scene blended towards its faded sepia print by ``(label - lo) / (hi - lo)``."""
     arr = np.asarray(_scene(rng, size, int(rng.integers(4, 9))), dtype=np.float64)
     gray = arr @ np.array([0.299, 0.587, 0.114])
     sepia = np.stack([gray * 1.07, gray * 0.74, gray * 0.43], axis=-1)
     faded = 0.45 * sepia + 0.55 * 150.0  # low contrast, raised black level
-    alpha = level / (levels - 1)
+    alpha = (label - lo) / (hi - lo)
     out = (1 - alpha) * arr + alpha * faded
     return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8), "RGB")
 
 
-def blur(rng: np.random.Generator, level: int, levels: int, size: int) -> Image.Image:
-    """A detailed scene under a Gaussian blur of radius ``2 * level * size / 64``."""
+def blur(rng: np.random.Generator, label: int, lo: int, hi: int, size: int) -> Image.Image:
+    """A detailed scene under a Gaussian blur of radius ``2 * (label - lo) * size / 64``."""
     img = _scene(rng, size, int(rng.integers(8, 14)))
-    radius = 2 * level * size / 64
+    radius = 2 * (label - lo) * size / 64
     return img.filter(ImageFilter.GaussianBlur(radius)) if radius > 0 else img
 
 
@@ -102,12 +104,12 @@ def generate(cfg: dict, out_dir: str | Path) -> None:
         (tmp / "images").mkdir()
         rows = []
         for i in range(n):
-            level = i % levels
+            label = lo + i % levels
             rng = np.random.default_rng([cfg["seed"], i])
-            img = gen(rng, level, levels, cfg["image_size"])
+            img = gen(rng, label, lo, hi, cfg["image_size"])
             name = f"images/{i:05d}.png"
             img.save(tmp / name, optimize=False)
-            rows.append((name, lo + level))
+            rows.append((name, label))
         with open(tmp / "labels.csv", "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["path", "label"])
