@@ -4,7 +4,6 @@ from pathlib import Path
 
 import yaml
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
 from ordclip import layout as L
 from ordclip.config import (
@@ -16,14 +15,15 @@ from ordclip.config import (
     run_config,
     split_config,
     suite_config,
+    validate_schema,
 )
 from ordclip.data.registry import DATASET_KINDS
 from ordclip.errors import ConfigError
 from ordclip.tables import table_grid
 from ordclip.methods import METHODS
 
-validate(config, schema="../schemas/params.schema.yaml", set_default=False)
-try:
+try:  # workflow/schemas/params.schema.yaml, then the cross-checks; errors name the key path
+    validate_schema(config)
     check(config)
 except ConfigError as exc:
     raise WorkflowError(str(exc))
