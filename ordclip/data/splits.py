@@ -1,4 +1,12 @@
-"""Split protocols: which images of a dataset are train / val / test in each fold."""
+"""Split protocols: which images of a dataset are train / val / test in each fold.
+
+- ``stratified``: per rank, the configured fractions at random; fold k draws with seed (seed, k).
+- ``per_class``: per rank, fixed counts at random (e.g. HCI: 210/5/50 per decade, 10 splits).
+- ``given``: the dataset's own assignment, carried from its labels into index.csv: a ``fold``
+  column (fold k tests on the images of fold k, trains on the others) or ``split<k>`` columns
+  (train/val/test per image). Where the source has no val part, a ``val`` fraction per rank is
+  moved from train to val with seed (seed, k).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +17,8 @@ from typing import Callable
 
 import numpy as np
 
+from ordclip.data.prepare import protocol_columns
+from ordclip.errors import DataError
 from ordclip.io import atomic_path
 
 
@@ -26,18 +36,120 @@ def stratified(ranks: np.ndarray, fold: int, seed: int, cfg: dict) -> np.ndarray
     return out
 
 
-PROTOCOLS: dict[str, Callable[[np.ndarray, int, int, dict], np.ndarray]] = {"stratified": stratified}
+def per_class(ranks: np.ndarray, fold: int, seed: int, cfg: dict) -> np.ndarray:
+    """``cfg['train']``, ``['val']``, ``['test']`` images of every rank at random (the rest unused);
+    fold k draws with seed (seed, k). A rank with too few images fails."""
+    counts = [cfg["train"], cfg["val"], cfg["test"]]
+    rng = np.random.default_rng([seed, fold])
+    out = np.full(len(ranks), "", dtype=object)
+    for r in np.unique(ranks):
+        idx = rng.permutation(np.flatnonzero(ranks == r))
+        if len(idx) < sum(counts):
+            raise DataError(f"rank {r} has {len(idx)} images; the per_class split needs "
+                            f"{'+'.join(map(str, counts))} = {sum(counts)}")
+        start = 0
+        for part, n in zip(("train", "val", "test"), counts):
+            out[idx[start:start + n]] = part
+            start += n
+    return out
+
+
+def kfold(ranks: np.ndarray, fold: int, seed: int, cfg: dict) -> np.ndarray:
+    """Stratified K-fold cross-validation: each rank's images, permuted once with the seed, are cut
+    into ``cfg['folds']`` near-equal parts; fold k tests on part k. Of the other parts,
+    ``round(cfg['val'] * n)`` of the rank's n images go to val (drawn with seed (seed, k)), the
+    rest to train."""
+    n_folds = cfg["folds"]
+    if not 0 <= fold < n_folds:
+        raise DataError(f"fold {fold} is outside 0..{n_folds - 1}")
+    order, pick = np.random.default_rng(seed), np.random.default_rng([seed, fold])
+    out = np.full(len(ranks), "", dtype=object)
+    for r in np.unique(ranks):
+        parts = np.array_split(order.permutation(np.flatnonzero(ranks == r)), n_folds)
+        rest = pick.permutation(np.concatenate([p for k, p in enumerate(parts) if k != fold]))
+        n_val = round(cfg["val"] * sum(len(p) for p in parts))
+        out[parts[fold]] = "test"
+        out[rest[:n_val]] = "val"
+        out[rest[n_val:]] = "train"
+    return out
+
+
+def carve_val(split: np.ndarray, ranks: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Move ``round(fraction * n)`` of each rank's n train images to val (at random)."""
+    out = split.copy()
+    for r in np.unique(ranks):
+        idx = rng.permutation(np.flatnonzero((split == "train") & (ranks == r)))
+        out[idx[:round(fraction * len(idx))]] = "val"
+    return out
+
+
+def given(index: dict[str, np.ndarray], fold: int, seed: int, cfg: dict) -> np.ndarray:
+    """The dataset's own fold ``fold``: its ``split<fold>`` column, or test = ``fold`` column == k
+    and train = the other folds; then ``cfg['val']`` of train per rank to val where the source
+    has no val part."""
+    n_folds = cfg.get("folds")
+    splits = [c for c in index if c.startswith("split")]
+    if splits:
+        if n_folds is not None and len(splits) != n_folds:
+            raise DataError(f"the dataset gives {len(splits)} folds ({', '.join(splits)}); "
+                            f"split.folds is {n_folds}")
+        if f"split{fold}" not in index:
+            raise DataError(f"no column split{fold} for fold {fold} (columns: {', '.join(splits)})")
+        split = index[f"split{fold}"].astype(object)
+    elif "fold" in index:
+        present = sorted(set(index["fold"].tolist()))
+        if n_folds is not None and present != list(range(n_folds)):
+            raise DataError(f"the fold column holds folds {present}; split.folds is {n_folds} "
+                            f"(folds 0..{n_folds - 1} expected)")
+        if fold not in present:
+            raise DataError(f"no image is in fold {fold} (folds present: {present})")
+        split = np.where(index["fold"] == fold, "test", "train").astype(object)
+    else:
+        raise DataError("protocol 'given' needs the dataset's own folds: a 'fold' column or "
+                        "'split0', 'split1', ... columns in its labels; there are none")
+    if cfg.get("val", 0) > 0 and not (split == "val").any():
+        split = carve_val(split, index["rank"], cfg["val"], np.random.default_rng([seed, fold]))
+    return split
+
+
+# Each protocol: (index columns, fold, seed, split config) -> the part of each image ("" = unused).
+PROTOCOLS: dict[str, Callable[[dict[str, np.ndarray], int, int, dict], np.ndarray]] = {
+    "stratified": lambda index, fold, seed, cfg: stratified(index["rank"], fold, seed, cfg),
+    "per_class": lambda index, fold, seed, cfg: per_class(index["rank"], fold, seed, cfg),
+    "kfold": lambda index, fold, seed, cfg: kfold(index["rank"], fold, seed, cfg),
+    "given": given,
+}
+
+
+def _read_csv(path: Path, required: list[str], what: str) -> tuple[list[dict], list[str]]:
+    if not path.is_file():
+        raise DataError(f"{path}: {what} not found")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        fields = list(reader.fieldnames or [])
+        missing = [c for c in required if c not in fields]
+        if missing:
+            raise DataError(f"{path}: missing column(s) {missing} ({what}; header {fields})")
+        return list(reader), fields
 
 
 def read_index(index_csv: str | Path) -> dict[str, np.ndarray]:
-    with open(index_csv, newline="") as f:
-        rows = list(csv.DictReader(f))
-    return {
-        "index": np.array([int(r["index"]) for r in rows]),
-        "path": np.array([r["path"] for r in rows], dtype=object),
-        "label": np.array([int(r["label"]) for r in rows]),
-        "rank": np.array([int(r["rank"]) for r in rows]),
-    }
+    """Columns of a prepared ``index.csv``: index, path, label, rank and the protocol columns."""
+    index_csv = Path(index_csv)
+    rows, fields = _read_csv(index_csv, ["index", "path", "label", "rank"], "prepared index")
+    out: dict[str, np.ndarray] = {"path": np.array([r["path"] for r in rows], dtype=object)}
+    for line, row in enumerate(rows, start=2):
+        for column in ("index", "label", "rank", *(["fold"] if "fold" in fields else [])):
+            if not (row[column] or "").lstrip("-").isdigit():
+                raise DataError(f"{index_csv} line {line}: {column} {row[column]!r} is not an integer")
+    for column in ("index", "label", "rank", *(["fold"] if "fold" in fields else [])):
+        out[column] = np.array([int(r[column]) for r in rows], dtype=np.int64)
+    for column in protocol_columns(fields):
+        if column != "fold":
+            out[column] = np.array([r[column] for r in rows], dtype=object)
+    if not np.array_equal(out["index"], np.arange(len(rows))):
+        raise DataError(f"{index_csv}: the index column must count 0, 1, 2, ... in order")
+    return out
 
 
 def fewshot(split: np.ndarray, ranks: np.ndarray, shots: int, seed: int) -> np.ndarray:
@@ -56,10 +168,13 @@ def fewshot(split: np.ndarray, ranks: np.ndarray, shots: int, seed: int) -> np.n
 
 def write_split(index_csv: str | Path, fold: int, cfg: dict, out: str | Path) -> None:
     """Write ``index,split`` for every image the fold uses."""
-    ranks = read_index(index_csv)["rank"]
-    split = PROTOCOLS[cfg["protocol"]](ranks, fold, cfg["seed"], cfg)
+    index = read_index(index_csv)
+    try:
+        split = PROTOCOLS[cfg["protocol"]](index, fold, cfg["seed"], cfg)
+    except DataError as exc:
+        raise DataError(f"{index_csv}: split protocol {cfg['protocol']!r}, fold {fold}: {exc}") from None
     if "shots" in cfg:
-        split = fewshot(split, ranks, cfg["shots"], cfg["seed"])
+        split = fewshot(split, index["rank"], cfg["shots"], cfg["seed"])
     with atomic_path(out) as tmp:
         with open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
@@ -69,7 +184,12 @@ def write_split(index_csv: str | Path, fold: int, cfg: dict, out: str | Path) ->
 
 def read_split(split_csv: str | Path) -> dict[str, np.ndarray]:
     """Image indices of each part ('train', 'val', 'test') of a fold."""
-    with open(split_csv, newline="") as f:
-        rows = list(csv.DictReader(f))
+    split_csv = Path(split_csv)
+    rows, _ = _read_csv(split_csv, ["index", "split"], "fold split file")
+    for line, row in enumerate(rows, start=2):
+        if not (row["index"] or "").isdigit():
+            raise DataError(f"{split_csv} line {line}: index {row['index']!r} is not an image index")
+        if row["split"] not in ("train", "val", "test"):
+            raise DataError(f"{split_csv} line {line}: split {row['split']!r} is not train, val or test")
     return {part: np.array([int(r["index"]) for r in rows if r["split"] == part], dtype=np.int64)
             for part in ("train", "val", "test")}

@@ -3,6 +3,8 @@ token embeddings (what prompt learners need)."""
 
 from __future__ import annotations
 
+import pickle
+import struct
 from pathlib import Path
 
 import torch
@@ -59,7 +61,7 @@ def convert_openai(source: str | Path, out: str | Path) -> None:
 
     try:
         model = load_openai_model(str(source), precision="fp32", device="cpu")
-    except (RuntimeError, KeyError, ValueError) as exc:
+    except (RuntimeError, KeyError, ValueError, EOFError, pickle.UnpicklingError, struct.error) as exc:
         raise ConfigError(f"{source}: not an OpenAI CLIP checkpoint: {exc}") from None
     with atomic_path(out) as tmp:
         torch.save(model.state_dict(), tmp)

@@ -1,0 +1,592 @@
+"""Dataset adapters on generated files in the real layouts (names, folders, list formats), the split
+protocols, and fetch -> prepare -> split through the CLI."""
+
+import csv
+import hashlib
+import json
+import os
+import random
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from local_http import serve
+from PIL import Image
+
+from ordclip.data import adience, aesthetics, hci, morph2
+from ordclip.data.prepare import prepare, read_label_table
+from ordclip.data.splits import given, kfold, per_class, read_index, read_split, write_split
+from ordclip.errors import ConfigError, DataError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def no_proxy(monkeypatch):
+    for var in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def image(path: Path, shade: int = 128, fmt: str | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (12, 10), (shade, 255 - shade, 40)).save(path, format=fmt)
+    return path
+
+
+def tar_dir(folder: Path, archive: Path, mode: str = "w") -> Path:
+    with tarfile.open(archive, mode) as tf:
+        for path in sorted(folder.rglob("*")):
+            tf.add(path, arcname=path.relative_to(folder).as_posix(), recursive=False)
+    return archive
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def labels(raw: Path) -> list[dict]:
+    with open(raw / "labels.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# ---- HCI ------------------------------------------------------------------------------------------
+
+DECADES = ["1930s", "1940s", "1950s", "1960s", "1970s"]
+
+
+def make_hci(tmp: Path, per_decade: int = 4) -> Path:
+    """HistoricalColor-ECCV2012-DecadeDatabase.tar as the authors lay it out."""
+    stage = tmp / "hci_stage"
+    base = stage / "HistoricalColor-ECCV2012" / "data" / "imgs" / "decade_database"
+    for d, decade in enumerate(DECADES):
+        for i in range(per_decade):
+            image(base / decade / f"{hashlib.md5(f'{decade}{i}'.encode()).hexdigest()}.jpg", 40 * d + i)
+        (base / decade / ".DS_Store").write_bytes(b"\0\0")
+    (stage / "HistoricalColor-ECCV2012" / "README.txt").write_text("decade database")
+    www = tmp / "www"
+    www.mkdir(exist_ok=True)
+    return tar_dir(stage, www / "HistoricalColor-ECCV2012-DecadeDatabase.tar")
+
+
+def hci_cfg(url: str, **checksum) -> dict:
+    return {"name": "hci", "kind": "hci", "files": {"archive": {"url": url, **checksum}}}
+
+
+def test_hci_downloads_verifies_and_indexes(in_tmp, capsys):
+    archive = make_hci(in_tmp)
+    with serve(archive.parent) as (url, requests):
+        cfg = hci_cfg(f"{url}/{archive.name}", sha256=sha256(archive))
+        hci.fetch(cfg, "data/raw/hci")
+        rows = labels(in_tmp / "data/raw/hci")
+        assert len(rows) == 20 and sorted({r["label"] for r in rows}) == ["0", "1", "2", "3", "4"]
+        assert all((in_tmp / "data/raw/hci" / r["path"]).is_file() for r in rows)
+        assert rows[0]["path"].startswith("images/HistoricalColor-ECCV2012/data/imgs/decade_database/1930s/")
+        record = json.loads((in_tmp / "data/raw/hci/fetch.json").read_text())
+        assert record["files"]["archive"]["sha256"] == sha256(archive)
+        assert record["labels"] == {str(i): 4 for i in range(5)}
+        assert (in_tmp / "data/downloads/hci" / archive.name).is_file()
+        hci.fetch(cfg, "data/raw/hci")                      # a re-fetch reuses the verified download
+        assert len(requests) == 1
+
+
+def test_hci_bad_checksum_leaves_no_raw_dir(in_tmp):
+    archive = make_hci(in_tmp, per_decade=1)
+    with serve(archive.parent) as (url, _):
+        with pytest.raises(DataError, match=f"sha256 mismatch: expected {'a' * 64}, got {sha256(archive)}"):
+            hci.fetch(hci_cfg(f"{url}/{archive.name}", sha256="a" * 64), "data/raw/hci")
+    assert not (in_tmp / "data/raw/hci").exists() and not list((in_tmp / "data/downloads/hci").iterdir())
+
+
+def test_hci_md5_only_download_prints_sha256(in_tmp, capsys):
+    archive = make_hci(in_tmp, per_decade=1)
+    with serve(archive.parent) as (url, _):
+        hci.fetch(hci_cfg(f"{url}/{archive.name}", md5=hashlib.md5(archive.read_bytes()).hexdigest()), "data/raw/hci")
+    assert f"its sha256 is {sha256(archive)}" in capsys.readouterr().err
+
+
+def test_hci_archive_without_a_decade(in_tmp):
+    stage = in_tmp / "stage"
+    image(stage / "decade_database" / "1930s" / "a.jpg")
+    archive = tar_dir(stage, in_tmp / "partial.tar")
+    with pytest.raises(DataError, match="no images in a folder named 1940s"):
+        hci.fetch({"name": "hci", "files": {"archive": {"path": str(archive)}}}, "data/raw/hci")
+    assert not (in_tmp / "data/raw/hci").exists()
+
+
+# ---- MORPH II -------------------------------------------------------------------------------------
+
+def morph_names(n: int) -> list[tuple[str, int]]:
+    out = []
+    for i in range(n):
+        age = (20, 36, 61)[i % 3]
+        out.append((f"{100000 + i:06d}_{i % 10}{'MF'[i % 2]}{age}.JPG", age))
+    return out
+
+
+def make_morph(tmp: Path, n: int = 12) -> tuple[Path, list[tuple[str, int]]]:
+    names = morph_names(n)
+    stage = tmp / "morph_stage" / "Album2"
+    for i, (name, _) in enumerate(names):
+        image(stage / name, 10 * i, fmt="JPEG")
+    image(stage / "999999_0M99.JPG")                              # in the archive, in no list
+    archive = tmp / "archives" / "morph2.zip"
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(stage.rglob("*.JPG")):
+            zf.write(path, path.relative_to(stage.parent).as_posix())
+    return archive, names
+
+
+def write_setting_a(folder: Path, names, n_train=8, n_test=2) -> dict[int, dict[str, list[str]]]:
+    """The 10 setting-A lists in their two released formats: fold 0 space-separated with a CRLF
+    header 'race gender age filename database'; folds 1-4 comma-separated with an index column."""
+    folds = {}
+    for k in range(5):
+        chosen = random.Random(k).sample(names, n_train + n_test)
+        folds[k] = {"train": [n for n, _ in chosen[:n_train]], "test": [n for n, _ in chosen[n_train:]]}
+        for part, rows in (("train", chosen[:n_train]), ("test", chosen[n_train:])):
+            if k == 0:
+                text = "race gender age filename database\r\n" + "".join(
+                    f"0 {i % 2} {age} {name} morph\r\n" for i, (name, age) in enumerate(rows))
+            else:
+                text = ",race,gender,age,filename,database\r\n" + "".join(
+                    f"{4000 + i},0,{i % 2},{age},{name},morph\r\n" for i, (name, age) in enumerate(rows))
+            (folder / f"Setting_A_fold{k}_{part}.txt").write_text(text, newline="")
+    return folds
+
+
+def morph_cfg(tmp: Path, archive: Path, setting: str = "A") -> dict:
+    files = {"archive": {"path": str(archive)}}
+    files.update({name: {"path": str(tmp / "lists" / f"{name}.txt")} for name in morph2.SETTINGS[setting]})
+    return {"name": "morph2", "kind": "morph2", "setting": setting, "ranks": [16, 77], "files": files}
+
+
+def test_morph2_setting_a(in_tmp):
+    archive, names = make_morph(in_tmp)
+    (in_tmp / "lists").mkdir()
+    folds = write_setting_a(in_tmp / "lists", names)
+    morph2.fetch(morph_cfg(in_tmp, archive), "data/raw/morph2")
+    raw = in_tmp / "data/raw/morph2"
+    rows = {Path(r["path"]).name: r for r in labels(raw)}
+    assert set(rows) == {n for f in folds.values() for part in f.values() for n in part}
+    assert not (raw / "images/Album2/999999_0M99.JPG").exists()          # only listed images are extracted
+    ages = dict(names)
+    for name, row in rows.items():
+        assert int(row["label"]) == ages[name] and row["path"] == f"images/Album2/{name}"
+        for k in range(5):
+            expected = "train" if name in folds[k]["train"] else "test" if name in folds[k]["test"] else ""
+            assert row[f"split{k}"] == expected
+
+    prepare(raw / "labels.csv", raw, 8, [16, 77], in_tmp / "images.npy", in_tmp / "index.csv")
+    write_split(in_tmp / "index.csv", 3, {"protocol": "given", "seed": 0, "folds": 5, "val": 0.5}, in_tmp / "f3.csv")
+    index, parts = read_index(in_tmp / "index.csv"), read_split(in_tmp / "f3.csv")
+    names_of = lambda part: {Path(index["path"][i]).name for i in parts[part]}   # noqa: E731
+    assert names_of("test") == set(folds[3]["test"])
+    assert names_of("train") | names_of("val") == set(folds[3]["train"]) and names_of("val")
+
+
+def test_morph2_missing_licensed_archive(in_tmp):
+    (in_tmp / "lists").mkdir()
+    write_setting_a(in_tmp / "lists", morph_names(12))
+    cfg = morph_cfg(in_tmp, Path("data/archives/morph2/morph2.zip"))
+    with pytest.raises(DataError) as err:
+        morph2.fetch(cfg, "data/raw/morph2")
+    message = str(err.value)
+    assert "expected morph2.zip (MORPH II images archive) at data/archives/morph2/morph2.zip" in message
+    assert "https://ebill.uncw.edu/" in message and message.endswith("then rerun")
+    assert not (in_tmp / "data/raw/morph2").exists()
+
+
+def test_morph2_settings_c_lists(in_tmp):
+    archive, names = make_morph(in_tmp, n=10)
+    (in_tmp / "lists").mkdir()
+    for k in range(5):
+        (in_tmp / "lists" / f"morph_C_0{k}.txt").write_text(
+            "".join(f"../../datasets/Morph/image/{name} {age}\n" for name, age in names[2 * k:2 * k + 2]))
+    morph2.fetch(morph_cfg(in_tmp, archive, "C"), "data/raw/morph2")
+    rows = labels(in_tmp / "data/raw/morph2")
+    assert sorted(int(r["fold"]) for r in rows) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    assert {Path(r["path"]).name: int(r["fold"]) for r in rows}[names[5][0]] == 2
+
+
+@pytest.mark.parametrize("row, message", [
+    ("0 0 abc 100000_0M20.JPG morph", r"Setting_A_fold0_test.txt line 2: age 'abc' is not a whole number"),
+    ("0 0 20 100000_0M20.JPG", r"Setting_A_fold0_test.txt line 2: 4 fields for the 5 columns"),
+    ("0 0 20 555555_0M20.JPG morph", r"Setting_A_fold0_test.txt line 2: image 555555_0M20.JPG is not in .*morph2.zip"),
+])
+def test_morph2_bad_rows(in_tmp, row, message):
+    archive, names = make_morph(in_tmp)
+    (in_tmp / "lists").mkdir()
+    write_setting_a(in_tmp / "lists", names)
+    (in_tmp / "lists/Setting_A_fold0_test.txt").write_text(f"race gender age filename database\n{row}\n")
+    with pytest.raises(DataError, match=message):
+        morph2.fetch(morph_cfg(in_tmp, archive), "data/raw/morph2")
+
+
+def test_morph2_conflicting_ages_and_unknown_setting(in_tmp):
+    archive, names = make_morph(in_tmp)
+    (in_tmp / "lists").mkdir()
+    write_setting_a(in_tmp / "lists", names)
+    name, age = names[0]
+    with open(in_tmp / "lists/Setting_A_fold4_test.txt", "a") as f:
+        f.write(f"9,0,0,{age + 1},{name},morph\n")
+    with pytest.raises(DataError, match=f"{name} has age {age + 1}, but {age} at"):
+        morph2.fetch(morph_cfg(in_tmp, archive), "data/raw/morph2")
+    with pytest.raises(ConfigError, match="datasets.morph2.setting: 'E'"):
+        morph2.fetch({**morph_cfg(in_tmp, archive), "setting": "E"}, "data/raw/morph2")
+
+
+# ---- Adience --------------------------------------------------------------------------------------
+
+FOLD_HEADER = ("user_id\toriginal_image\tface_id\tage\tgender\tx\ty\tdx\tdy\ttilt_ang\t"
+               "fiducial_yaw_angle\tfiducial_score")
+AGES = ["(0, 2)", "(4, 6)", "(8, 12)", "(15, 20)", "(25, 32)", "(38, 43)", "(48, 53)", "(60, 100)",
+        "(27, 32)", "13", "None", "35", "(38, 48)"]
+GROUP_OF = [0, 1, 2, 3, 4, 5, 6, 7, 4, 2, None, None, None]
+
+
+def make_adience(tmp: Path, users_per_fold: int = 2) -> tuple[Path, dict]:
+    """aligned.tar.gz (aligned/<user>/landmark_aligned_face.<face_id>.<image>) and fold_k_data.txt,
+    each user in one fold only."""
+    stage, faces = tmp / "adience_stage", {}
+    for k in range(5):
+        lines = [FOLD_HEADER]
+        for u in range(users_per_fold):
+            user = f"{1000 + 10 * k + u}@N0{k}"
+            for j, age in enumerate(AGES):
+                face_id, original = 100 * k + 10 * u + j, f"{9000 + j}_{u}abc_o.jpg"
+                image(stage / "aligned" / user / f"landmark_aligned_face.{face_id}.{original}", 17 * j)
+                lines.append(f"{user}\t{original}\t{face_id}\t{age}\tf\t1\t2\t30\t30\t0\t0\t80")
+                faces[f"{user}/landmark_aligned_face.{face_id}.{original}"] = (k, GROUP_OF[j])
+        (tmp / f"fold_{k}_data.txt").write_text("\n".join(lines) + "\n")
+    return tar_dir(stage, tmp / "aligned.tar.gz", "w:gz"), faces
+
+
+def adience_cfg(tmp: Path, archive: Path, lists: str = "official") -> dict:
+    names = adience.LISTS[lists]
+    files = {"aligned": {"path": str(archive)}, **{n: {"path": str(tmp / f"{n}.txt")} for n in names}}
+    return {"name": "adience", "kind": "adience", "lists": lists, "files": files}
+
+
+def test_age_group():
+    assert [adience.age_group(a) for a in AGES] == GROUP_OF
+    with pytest.raises(ValueError):
+        adience.age_group("about 30")
+
+
+def test_adience_official_folds_are_subject_exclusive(in_tmp):
+    archive, faces = make_adience(in_tmp)
+    adience.fetch(adience_cfg(in_tmp, archive), "data/raw/adience")
+    raw = in_tmp / "data/raw/adience"
+    rows = labels(raw)
+    kept = {f: v for f, v in faces.items() if v[1] is not None}
+    assert {r["path"].removeprefix("images/aligned/"): (int(r["fold"]), int(r["label"])) for r in rows} == kept
+    record = json.loads((raw / "fetch.json").read_text())
+    assert record["left_out_no_single_group"] == {f"fold_{k}_data": 6 for k in range(5)}
+
+    prepare(raw / "labels.csv", raw, 8, [0, 7], in_tmp / "images.npy", in_tmp / "index.csv")
+    index = read_index(in_tmp / "index.csv")
+    users = np.array([p.split("/")[2] for p in index["path"]])
+    for k in range(5):
+        write_split(in_tmp / "index.csv", k, {"protocol": "given", "seed": 1, "folds": 5, "val": 0.1}, in_tmp / "f.csv")
+        parts = read_split(in_tmp / "f.csv")
+        test_users = set(users[parts["test"]])
+        assert set(parts["test"]) == set(np.flatnonzero(index["fold"] == k))
+        assert not test_users & set(users[np.concatenate([parts["train"], parts["val"]])])
+        assert len(parts["train"]) + len(parts["val"]) + len(parts["test"]) == len(users)
+
+
+def test_adience_l2rclip_lists(in_tmp):
+    archive, faces = make_adience(in_tmp)
+    for k in range(5):
+        (in_tmp / f"simplified_adience_{k}.txt").write_text(
+            "".join(f"{face} {group}\n" for face, (fold, group) in faces.items() if fold == k and group is not None))
+    adience.fetch(adience_cfg(in_tmp, archive, "l2rclip"), "data/raw/adience")
+    assert len(labels(in_tmp / "data/raw/adience")) == sum(g is not None for _, g in faces.values())
+
+
+def test_adience_bad_rows(in_tmp):
+    archive, _ = make_adience(in_tmp, users_per_fold=1)
+    path = in_tmp / "fold_2_data.txt"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([*lines[:4], lines[4].replace("(15, 20)", "teen"), *lines[5:]]) + "\n")
+    with pytest.raises(DataError, match=r"fold_2_data.txt line 5: age 'teen' is neither"):
+        adience.fetch(adience_cfg(in_tmp, archive), "data/raw/adience")
+    path.write_text(FOLD_HEADER + "\n" + "x@N01\tmissing.jpg\t7\t(0, 2)\tf\t1\t2\t3\t4\t0\t0\t1\n")
+    with pytest.raises(DataError, match=r"fold_2_data.txt line 2: face x@N01/landmark_aligned_face.7.missing.jpg "
+                                        r"is not in .*aligned.tar.gz"):
+        adience.fetch(adience_cfg(in_tmp, archive), "data/raw/adience")
+    path.unlink()
+    with pytest.raises(DataError, match=r"expected fold_2_data.txt \(Adience fold 2 list\) .*Adience-data.html"):
+        adience.fetch(adience_cfg(in_tmp, archive), "data/raw/adience")
+
+
+# ---- Image Aesthetics -----------------------------------------------------------------------------
+
+def make_aesthetics(tmp: Path, n: int = 10) -> tuple[Path, Path, list[tuple[str, int]]]:
+    """Flickr photos <id>.jpg in a folder; the category list says <id>.png<TAB><level>.0."""
+    photos = [(str(4317609574 + 7 * i), 1 + i % 5) for i in range(n)]
+    for i, (pid, _) in enumerate(photos):
+        image(tmp / "photos" / f"{pid}.jpg", 20 * i, fmt="JPEG")
+    image(tmp / "photos" / "1111.jpg")                              # another category's photo
+    lst = tmp / "animals_datasets.txt"
+    lst.write_text("".join(f"{pid}.png\t{level}.0\n" for pid, level in photos))
+    return tmp / "photos", lst, photos
+
+
+def aesthetics_cfg(photos: Path, lst: Path, **extra) -> dict:
+    return {"name": "aesthetics_animals", "kind": "aesthetics", "category": "animals",
+            "files": {"images": {"path": str(photos)}, "list": {"path": str(lst)}}, **extra}
+
+
+def test_aesthetics_matches_photos_by_id(in_tmp):
+    photos, lst, listed = make_aesthetics(in_tmp)
+    aesthetics.fetch(aesthetics_cfg(photos, lst), "data/raw/aesthetics_animals")
+    rows = labels(in_tmp / "data/raw/aesthetics_animals")
+    assert [(Path(r["path"]).stem, int(r["label"])) for r in rows] == listed
+    assert not (in_tmp / "data/raw/aesthetics_animals/images/1111.jpg").exists()
+
+
+@pytest.mark.parametrize("line, message", [
+    ("4317609574.png\t2.5", r"line 1: level '2.5' is not a whole level 1-5"),
+    ("4317609574.png\tgood", r"line 1: level 'good' is not a number"),
+    ("4317609574.png\t6.0", r"line 1: level '6.0' is not a whole level 1-5"),
+    ("4317609574.png", r"line 1: expected '<photo file> <level>'"),
+])
+def test_aesthetics_bad_rows(in_tmp, line, message):
+    photos, lst, _ = make_aesthetics(in_tmp)
+    lst.write_text(line + "\n" + lst.read_text().split("\n", 1)[1])
+    with pytest.raises(DataError, match=message):
+        aesthetics.fetch(aesthetics_cfg(photos, lst), "data/raw/aesthetics_animals")
+
+
+def test_aesthetics_missing_photos(in_tmp):
+    photos, lst, listed = make_aesthetics(in_tmp)
+    (photos / f"{listed[3][0]}.jpg").unlink()
+    with pytest.raises(DataError, match=rf"line 4: photo {listed[3][0]} is not in .*1 of 10 .*allow_missing"):
+        aesthetics.fetch(aesthetics_cfg(photos, lst), "data/raw/aesthetics_animals")
+    aesthetics.fetch(aesthetics_cfg(photos, lst, allow_missing=True), "data/raw/aesthetics_animals")
+    assert len(labels(in_tmp / "data/raw/aesthetics_animals")) == 9
+    record = json.loads((in_tmp / "data/raw/aesthetics_animals/fetch.json").read_text())
+    assert record["missing_left_out"] == [listed[3][0]]
+
+
+# ---- split protocols ------------------------------------------------------------------------------
+
+def test_per_class_210_5_50():
+    ranks = np.repeat(np.arange(5), 265)
+    cfg = {"train": 210, "val": 5, "test": 50}
+    folds = [per_class(ranks, k, 0, cfg) for k in range(10)]
+    for split in folds:
+        for r in range(5):
+            parts = split[ranks == r]
+            assert [(parts == p).sum() for p in ("train", "val", "test")] == [210, 5, 50]
+    assert (folds[0] == per_class(ranks, 0, 0, cfg)).all()
+    assert len({tuple(np.flatnonzero(s == "test")) for s in folds}) == 10     # 10 different random splits
+    with pytest.raises(DataError, match="rank 2 has 264 images; the per_class split needs 210\\+5\\+50 = 265"):
+        per_class(np.delete(ranks, 2 * 265), 0, 0, cfg)
+
+
+def test_kfold_tests_every_image_once():
+    ranks = np.repeat(np.arange(5), [4, 40, 100, 60, 11])
+    cfg = {"folds": 5, "val": 0.05}
+    folds = [kfold(ranks, k, 3, cfg) for k in range(5)]
+    tested = np.stack([s == "test" for s in folds])
+    assert (tested.sum(axis=0) == 1).all()                          # a partition: each image tested once
+    for split in folds:
+        assert set(split) == {"train", "val", "test"}
+        assert (split[ranks == 2] == "val").sum() == 5 and (split[ranks == 2] == "test").sum() == 20
+
+
+def index_with(columns: dict, n: int, ranks=None) -> dict:
+    out = {"index": np.arange(n), "rank": np.asarray(ranks if ranks is not None else np.arange(n) % 2)}
+    for name, values in columns.items():
+        out[name] = np.asarray(values, dtype=object if name.startswith("split") else np.int64)
+    return out
+
+
+def test_given_fold_column_and_val_carving():
+    fold = np.repeat(np.arange(3), 20)
+    split = given(index_with({"fold": fold}, 60), 1, 0, {"folds": 3, "val": 0.25})
+    assert (split[fold == 1] == "test").all()
+    assert (split[fold != 1] == "val").sum() == 10 and (split[fold != 1] == "train").sum() == 30
+    assert "val" not in given(index_with({"fold": fold}, 60), 1, 0, {"folds": 3, "val": 0.0})
+    with pytest.raises(DataError, match=r"the fold column holds folds \[0, 1, 2\]; split.folds is 5"):
+        given(index_with({"fold": fold}, 60), 1, 0, {"folds": 5})
+
+
+def test_given_split_columns():
+    cols = {"split0": ["train", "test", "", "val"], "split1": ["test", "train", "train", ""]}
+    assert list(given(index_with(cols, 4), 0, 0, {"folds": 2, "val": 0.5})) == ["train", "test", "", "val"]
+    assert list(given(index_with(cols, 4), 1, 0, {"folds": 2})) == ["test", "train", "train", ""]
+    with pytest.raises(DataError, match="gives 2 folds .*split.folds is 5"):
+        given(index_with(cols, 4), 0, 0, {"folds": 5})
+
+
+def test_given_without_folds_names_the_index(tmp_path):
+    (tmp_path / "index.csv").write_text("index,path,label,rank\n0,a.png,3,0\n1,b.png,4,1\n")
+    with pytest.raises(DataError, match=r"index.csv: split protocol 'given', fold 0: .*'fold' column"):
+        write_split(tmp_path / "index.csv", 0, {"protocol": "given", "seed": 0, "folds": 5}, tmp_path / "f.csv")
+
+
+# ---- labels, index and split files: errors name the file and line ---------------------------------
+
+def write_images(root: Path, names) -> None:
+    for name in names:
+        image(root / name)
+
+
+def test_prepare_carries_protocol_columns(tmp_path):
+    write_images(tmp_path, ["a.png", "b.png"])
+    (tmp_path / "labels.csv").write_text("path,label,gender,fold,split0\na.png,3,f,1,train\nb.png,5,m,0,\n")
+    prepare(tmp_path / "labels.csv", tmp_path, 8, None, tmp_path / "x.npy", tmp_path / "index.csv")
+    assert (tmp_path / "index.csv").read_text().splitlines() == [
+        "index,path,label,rank,fold,split0", "0,a.png,3,0,1,train", "1,b.png,5,2,0,"]
+    index = read_index(tmp_path / "index.csv")
+    assert index["fold"].tolist() == [1, 0] and index["split0"].tolist() == ["train", ""]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("path,label,fold\na.png,3,x\n", "line 2: fold 'x' is not a fold number"),
+    ("path,label,split0\n\na.png,3,learn\n", "line 3: split0 'learn' is not one of train, val, test"),
+    ("path,label\na.png,3,extra\n", "line 2: 3 fields for 2 columns"),
+])
+def test_bad_protocol_rows(tmp_path, text, message):
+    write_images(tmp_path, ["a.png"])
+    (tmp_path / "labels.csv").write_text(text)
+    with pytest.raises(DataError, match=message):
+        read_label_table(tmp_path / "labels.csv", tmp_path)
+
+
+def test_unreadable_image_names_its_true_line(tmp_path):
+    write_images(tmp_path, ["a.png"])
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    (tmp_path / "labels.csv").write_text("path,label\n\na.png,1\n\n\nbad.jpg,2\n")
+    with pytest.raises(DataError, match="labels.csv line 6: cannot decode image bad.jpg"):
+        prepare(tmp_path / "labels.csv", tmp_path, 8, None, tmp_path / "x.npy", tmp_path / "i.csv")
+
+
+def test_index_and_split_errors_name_the_file(tmp_path):
+    with pytest.raises(DataError, match=r"index.csv: prepared index not found"):
+        read_index(tmp_path / "index.csv")
+    (tmp_path / "index.csv").write_text("index,path,label\n0,a.png,1\n")
+    with pytest.raises(DataError, match=r"index.csv: missing column\(s\) \['rank'\]"):
+        read_index(tmp_path / "index.csv")
+    (tmp_path / "index.csv").write_text("index,path,label,rank\n0,a.png,1,x\n")
+    with pytest.raises(DataError, match=r"index.csv line 2: rank 'x' is not an integer"):
+        read_index(tmp_path / "index.csv")
+    (tmp_path / "fold0.csv").write_text("index,split\n0,train\n1,holdout\n")
+    with pytest.raises(DataError, match=r"fold0.csv line 3: split 'holdout' is not train, val or test"):
+        read_split(tmp_path / "fold0.csv")
+    with pytest.raises(DataError, match=r"fold9.csv: fold split file not found"):
+        read_split(tmp_path / "fold9.csv")
+
+
+# ---- the CLI: fetch -> prepare -> split -----------------------------------------------------------
+
+def run_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("http_proxy", None)
+    env.pop("HTTP_PROXY", None)
+    return subprocess.run([sys.executable, "-m", "ordclip", *args, "--params", str(ROOT / "params.yaml"),
+                           "--params", "mine.yaml", "--set", "suite=mine"],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_fetch_prepare_split_hci_layout(tmp_path):
+    archive = make_hci(tmp_path, per_decade=4)
+    with serve(archive.parent) as (url, _):
+        (tmp_path / "mine.yaml").write_text(f"""
+datasets:
+  hci_tiny:
+    kind: hci
+    ranks: [0, 4]
+    rank_names: [1930s, 1940s, 1950s, 1960s, 1970s]
+    prompt: {{context: "a photo taken in the"}}
+    split: {{protocol: per_class, folds: 2, train: 2, val: 1, test: 1}}
+    files: {{archive: {{url: "{url}/{archive.name}", sha256: {sha256(archive)}}}}}
+  morph_mine:
+    kind: morph2
+    setting: A
+    ranks: [16, 77]
+    prompt: {{context: "age estimation: the age of the person is"}}
+    split: {{protocol: given, folds: 5, val: 0.1}}
+    files: {{archive: {{path: data/archives/morph2/morph2.zip}}}}
+suites:
+  mine: {{backbone: tiny, datasets: [hci_tiny], methods: [zeroshot], folds: 3}}
+""")
+        fetched = run_cli(tmp_path, "fetch", "--dataset", "hci_tiny")
+        assert fetched.returncode == 0, fetched.stderr
+    assert "hci: 20 images" in fetched.stderr
+    prepared = run_cli(tmp_path, "prepare", "--dataset", "hci_tiny", "--size", "36")
+    assert prepared.returncode == 0, prepared.stderr
+    assert np.load(tmp_path / "data/prepared/hci_tiny/36px/images.npy").shape == (20, 36, 36, 3)
+    for fold in (0, 1):
+        split = run_cli(tmp_path, "split", "--suite", "mine", "--dataset", "hci_tiny", "--fold", str(fold))
+        assert split.returncode == 0, split.stderr
+        parts = read_split(tmp_path / f"results/mine/splits/hci_tiny/fold{fold}.csv")
+        assert [len(parts[p]) for p in ("train", "val", "test")] == [10, 5, 5]
+
+    missing = run_cli(tmp_path, "fetch", "--dataset", "morph_mine")
+    assert missing.returncode == 2
+    assert ("ordclip fetch: error: datasets.morph_mine: expected morph2.zip (MORPH II images archive) at "
+            "data/archives/morph2/morph2.zip; get it from the MORPH II academic licence") in missing.stderr
+    not_fetched = run_cli(tmp_path, "fetch", "--dataset", "counting")
+    assert not_fetched.returncode == 2 and "kind 'synthetic' is not fetched" in not_fetched.stderr
+
+
+# ---- params.yaml: the real datasets' entries and their schema -------------------------------------
+
+def test_real_dataset_entries():
+    from ordclip.config import dataset_config, load_params, split_config
+
+    params = load_params([ROOT / "params.yaml"])
+    names = ("morph2", "adience", "hci", "aesthetics_animals", "aesthetics_nature", "aesthetics_people",
+             "aesthetics_urban")
+    folds = {d: split_config(params, "demo", d)["folds"] for d in names}
+    assert folds == {"morph2": 5, "adience": 5, "hci": 10, "aesthetics_animals": 5, "aesthetics_nature": 5,
+                     "aesthetics_people": 5, "aesthetics_urban": 5}
+    assert set(dataset_config(params, "morph2")["files"]) == {"archive", *morph2.SETTINGS["A"]}
+    for name in folds:
+        for entry in dataset_config(params, name)["files"].values():
+            if "url" in entry and "L2RCLIP" in entry["url"]:
+                assert "/168fd4b8bf1ff2c2d66b17430d66c407fd48c35e/datalist/" in entry["url"] and "sha256" in entry
+    hci_split = dataset_config(params, "hci")["split"]
+    assert (hci_split["train"], hci_split["val"], hci_split["test"]) == (210, 5, 50)
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"split": {"protocol": "per_class", "train": 0.8, "val": 0.1, "test": 0.1}},
+     r"mine\.split\.train: 0\.8 is not of type 'integer'"),
+    ({"split": {"protocol": "given", "train": 0.8}}, r"mine\.split: .* should not be valid"),
+    ({"split": {"protocol": "kfold"}}, r"mine\.split: 'val' is a required property"),
+    ({"files": {"archive": {"url": "https://example.org/a.tar"}}}, r"mine\.files\.archive: .* is not valid"),
+    ({"files": {"archive": {"path": "a.tar"}, "extra": {"path": "b"}}}, r"mine\.files: Additional properties"),
+])
+def test_fetched_dataset_schema(tmp_path, entry, message):
+    import yaml
+
+    from ordclip.config import load_params
+
+    base = {"kind": "hci", "ranks": [0, 4], "prompt": {"context": "a photo taken in the"},
+            "split": {"protocol": "per_class", "train": 2, "val": 1, "test": 1},
+            "files": {"archive": {"path": "a.tar"}}}
+    import yaml
+
+    (tmp_path / "extra.yaml").write_text(yaml.safe_dump({"datasets": {"mine": {**base, **entry}}}))
+    with pytest.raises(ConfigError, match=message):
+        load_params([ROOT / "params.yaml", tmp_path / "extra.yaml"])
+
+
+def test_morph2_needs_a_setting(tmp_path):
+    import yaml
+
+    from ordclip.config import load_params
+
+    (tmp_path / "extra.yaml").write_text(yaml.safe_dump({"datasets": {"morph2": {"setting": None}}}))
+    with pytest.raises(ConfigError, match=r"datasets\.morph2\.setting: None is not one of"):
+        load_params([ROOT / "params.yaml", tmp_path / "extra.yaml"])
