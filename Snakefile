@@ -7,6 +7,9 @@ min_version("9.19")
 configfile: "params.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/embed.smk"
@@ -20,3 +23,11 @@ rule all:
     input:
         L.TABLE1_CSV,
         L.TABLE1_MD,
+
+
+onsuccess:
+    # Runs in the submit host's Snakemake process only (cluster jobs get --no-hooks): dvc commit
+    # the stages this run built, so dvc.lock records them (ordclip/lineage.py).
+    from ordclip.lineage import record_dvc
+
+    record_dvc(config, [str(f) for job in workflow.dag.jobs for f in job.output])

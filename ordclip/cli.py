@@ -12,7 +12,7 @@ import shutil
 import sys
 
 from ordclip import layout
-from ordclip.errors import OrdclipError
+from ordclip.errors import OrdclipError, Preempted
 
 
 def _params(args):
@@ -26,6 +26,21 @@ def cmd_generate(args) -> None:
     from ordclip.data.synthetic import generate
 
     generate(dataset_config(_params(args), args.dataset), layout.raw_dir(args.dataset))
+
+
+def cmd_fetch(args) -> None:
+    import importlib
+
+    from ordclip.config import dataset_config
+    from ordclip.data.registry import DATASET_KINDS
+    from ordclip.errors import ConfigError
+
+    ds = dataset_config(_params(args), args.dataset)
+    kind = DATASET_KINDS[ds["kind"]]
+    if kind["source"] != "fetch":
+        raise ConfigError(f"datasets.{args.dataset}: kind {ds['kind']!r} is not fetched (its files come from "
+                          f"{kind['source']!r})")
+    importlib.import_module(kind["module"]).fetch(ds, layout.raw_dir(args.dataset))
 
 
 def cmd_prepare(args) -> None:
@@ -114,6 +129,15 @@ def cmd_table(args) -> None:
     make_table(_params(args), args.suite, args.name)
 
 
+def cmd_lineage(args) -> None:
+    import json
+
+    from ordclip.lineage import format_text, lineage
+
+    result = lineage(args.target, _params(args) if args.target.endswith(".csv") else None)
+    print(json.dumps(result, indent=2) if args.json else format_text(result))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ordclip", description=__doc__.split("\n\n")[0])
     common = argparse.ArgumentParser(add_help=False)
@@ -129,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
 
     verb("generate", cmd_generate, "generate a synthetic dataset's images and labels.csv", "dataset")
+    verb("fetch", cmd_fetch, "download or take the placed files of a dataset, verify, extract, write labels.csv",
+         "dataset")
     verb("prepare", cmd_prepare, "decode and resize images into the uint8 cache", "dataset", "size")
     verb("split", cmd_split, "write one fold's train/val/test split", "suite", "dataset", "fold")
     verb("backbone", cmd_backbone, "write a backbone's weights file (random init or a verified copy)", "name")
@@ -137,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     verb("evaluate", cmd_evaluate, "metrics.json and predictions.csv of one run", "suite", "dataset", "method", "fold")
     verb("cell", cmd_cell, "aggregate a (dataset, method) cell over folds", "suite", "dataset", "method")
     verb("table", cmd_table, "build results/<name>.csv and .md (table1; table2: few-shot; table3: ablations)", "suite", "name")
+    lin = sub.add_parser("lineage", parents=[common], help="commit, configuration, hashes and dvc.lock state behind "
+                         "a table, a cell or a run")
+    lin.add_argument("target", help="results/table1.csv, a cell json or a run folder")
+    lin.add_argument("--json", action="store_true", help="print JSON instead of text")
+    lin.set_defaults(func=cmd_lineage)
     return parser
 
 
@@ -147,4 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     except OrdclipError as exc:
         print(f"ordclip {args.verb}: error: {exc}", file=sys.stderr)
         return 2
+    except Preempted as exc:
+        print(f"ordclip {args.verb}: {exc}", file=sys.stderr)
+        return exc.exit_code
     return 0

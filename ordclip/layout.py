@@ -42,7 +42,7 @@ def run_dir(suite: str, dataset: str, method: str, fold: int | str) -> str:
     return f"{RESULTS}/{suite}/runs/{dataset}/{method}/fold{fold}"
 
 
-RUN_TRAIN_FILES = ("model.pt", "outputs.npz", "log.jsonl")
+RUN_TRAIN_FILES = ("model.pt", "outputs.npz", "log.jsonl", "run.json")
 
 
 def run_file(suite: str, dataset: str, method: str, fold: int | str, name: str) -> str:

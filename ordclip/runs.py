@@ -89,30 +89,60 @@ def device_for(name: str):
     return torch.device(name)
 
 
-def _git() -> dict:
-    root = Path(__file__).resolve().parents[1]
+def git_state(path: str | Path) -> dict:
+    """The commit, dirty flag (tracked files changed) and top folder of the git repository holding
+    ``path``; all None outside a git repository or without git."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=path, capture_output=True, text=True,
+                             check=True)
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, check=True)
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=path,
                                 capture_output=True, text=True, check=True)
     except (OSError, subprocess.CalledProcessError):
-        return {"commit": None, "dirty": None}
-    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+        return {"commit": None, "dirty": None, "root": None}
+    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip()), "root": top.stdout.strip()}
 
 
-def lineage(cfg: dict, fold: int, input_paths: dict[str, str], device: str, seconds: float) -> dict:
-    """The run.json record: code, configuration, inputs and environment of one run."""
-    versions = {}
-    for pkg in ("torch", "open_clip_torch", "numpy", "scikit-learn", "snakemake"):
+LINEAGE_PACKAGES = ("torch", "torchvision", "open_clip_torch", "numpy", "scikit-learn", "snakemake", "dvc", "ordclip")
+
+
+def package_versions(names: tuple[str, ...] = LINEAGE_PACKAGES) -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for pkg in names:
         try:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             versions[pkg] = None
+    return versions
+
+
+JOB_VARIABLES = ("SLURM_JOB_ID", "SLURM_CLUSTER_NAME", "CUDA_VISIBLE_DEVICES")
+
+
+def job_environment() -> dict[str, str]:
+    """Where a run ran: the host, and under SLURM the job id, cluster and the GPUs it was given."""
+    return {"host": platform.node(), **{k.lower(): os.environ[k] for k in JOB_VARIABLES if k in os.environ}}
+
+
+def lineage(cfg: dict, fold: int, input_paths: dict[str, str], output_paths: dict[str, str], device: str,
+            seconds: float) -> dict:
+    """The run.json record: code, configuration, inputs, final outputs and environment of one run.
+
+    ``git`` is the repository of the ordclip code that ran; ``workdir_git`` the one of the working
+    directory (Snakefile, params.yaml) when that is another repository. Files are identified by
+    sha256, except the decoded image cache (``images``: its size; index.csv lists its images).
+    """
     hashed = {k: {"path": p, "sha256": sha256_file(p)} for k, p in input_paths.items() if k != "images"}
     hashed["images"] = {"path": input_paths["images"], "bytes": os.path.getsize(input_paths["images"])}
+    code = git_state(Path(__file__).resolve().parent)
+    workdir = git_state(Path.cwd())
     return {
         "suite": cfg["suite"], "dataset": cfg["dataset"]["name"], "method": cfg["method"]["name"],
-        "fold": fold, "seed": cfg["seed"], "git": _git(), "config": cfg, "config_sha256": config_hash(cfg),
-        "inputs": hashed, "python": sys.version.split()[0], "platform": platform.platform(),
-        "versions": versions, "device": device, "wall_seconds": round(seconds, 2),
+        "fold": fold, "seed": cfg["seed"], "git": code,
+        **({"workdir_git": workdir} if workdir["root"] != code["root"] else {}),
+        "config": cfg, "config_sha256": config_hash(cfg),
+        "inputs": hashed, "outputs": {k: {"path": p, "sha256": sha256_file(p)} for k, p in output_paths.items()},
+        "python": sys.version.split()[0], "platform": platform.platform(),
+        "versions": package_versions(), "device": device, "job": job_environment(),
+        "wall_seconds": round(seconds, 2),
     }

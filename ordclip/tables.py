@@ -28,9 +28,13 @@ TABLE_COLUMNS = ["suite", "dataset", "method", "metric", "mean", "std", "n_folds
 
 
 def make_cell(params: dict, suite: str, dataset: str, method: str) -> None:
-    """Aggregate the folds' metrics.json into the cell file: mean, sample std (ddof=1), values."""
+    """Aggregate the folds' metrics.json into the cell file: mean, sample std (ddof=1), values;
+    and draw the cell's report figures (ordclip/plots.py) from the folds' predictions and logs."""
+    from ordclip.plots import write_cell_figures
+
+    write_cell_figures(params, suite, dataset, method)
     folds = list(range(n_folds(params, suite, dataset)))
-    runs = [json.loads(open(layout.run_file(suite, dataset, method, k, "metrics.json")).read()) for k in folds]
+    runs = [json.loads(Path(layout.run_file(suite, dataset, method, k, "metrics.json")).read_text()) for k in folds]
     metrics = {}
     for name, (section, key) in CELL_METRICS.items():
         values = [r[section][key] for r in runs]

@@ -2,7 +2,9 @@
 
 A run writes model.pt (the validation-selected weights), outputs.npz (val and test outputs of
 every candidate: each epoch, or each C of a linear probe), log.jsonl and run.json. Training
-checkpoints to resume.pt after every epoch and resumes from it; same seed, same result.
+checkpoints to resume.pt after every epoch and resumes from it; same seed, same result. On SIGTERM or
+SIGUSR1 (SLURM preemption, the time limit) it finishes the current step, checkpoints mid-epoch and
+raises Preempted; the next call resumes at that step.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -22,7 +26,7 @@ from ordclip import layout
 from ordclip.config import config_hash
 from ordclip.data.loader import ImagePipeline, Part, load_fold
 from ordclip.data.splits import read_index, read_split
-from ordclip.errors import ConfigError
+from ordclip.errors import ConfigError, Preempted
 from ordclip.evaluate import select
 from ordclip.io import atomic_path, write_json, write_text
 from ordclip.methods import METHODS, load
@@ -37,6 +41,33 @@ OPTIMIZERS = {
     "adamw": torch.optim.AdamW,
     "sgd": lambda groups, **kw: torch.optim.SGD(groups, momentum=0.9, **kw),
 }
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+@contextlib.contextmanager
+def stop_requests(signals: tuple[signal.Signals, ...] = STOP_SIGNALS):
+    """Record ``signals`` instead of dying of them, for the duration of the block.
+
+    Yields the list of signal numbers received so far; the training loop checks it after each step.
+    The previous handlers are restored on exit. Outside the main thread (where Python cannot set
+    handlers) nothing is installed and the list stays empty.
+    """
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def record(signum, frame):
+        received.append(signum)
+
+    previous = {s: signal.signal(s, record) for s in signals}
+    try:
+        yield received
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def make_optimizer(stage: Stage, cfg: dict) -> torch.optim.Optimizer:
@@ -99,12 +130,21 @@ def _quick_metrics(outputs: dict[str, np.ndarray], y: np.ndarray) -> dict:
     return {mode: summarize(pred, y) for mode, pred in mode_predictions(outputs).items()}
 
 
-def _train_epoch(method, stage, part, pipeline, opt, gen, batch_size, amp, bar) -> dict[str, float]:
+def _train_epoch(method, stage, part, pipeline, opt, gen, batch_size, amp, bar, stop: list[int],
+                 partial: dict | None = None) -> tuple[dict[str, float] | None, dict | None]:
+    """One epoch over the train part: (mean loss terms, None) once it is complete.
+
+    If a stop was requested (``stop`` non-empty) before the last step, it returns after the current
+    step with (None, partial): the epoch's order, next batch start and loss sums, from which a later
+    call (``partial=``) continues exactly where this one stopped.
+    """
     method.train()
     n = len(part.index)
-    perm = torch.randperm(n, generator=gen)
-    sums: dict[str, torch.Tensor] = {}
-    for start in range(0, n, batch_size):
+    if partial is None:
+        perm, first, sums = torch.randperm(n, generator=gen), 0, {}
+    else:
+        perm, first, sums = partial["perm"], partial["next"], dict(partial["sums"])
+    for start in range(first, n, batch_size):
         idx = perm[start:start + batch_size].to(part.images.device)
         x, y = pipeline(part.images[idx], train=True, generator=gen), part.ranks[idx]
         with amp:
@@ -119,7 +159,9 @@ def _train_epoch(method, stage, part, pipeline, opt, gen, batch_size, amp, bar) 
         for k, v in terms.items():
             sums[k] = sums.get(k, 0) + v.detach().float() * len(idx)
         bar.update(1)
-    return {k: float(v) / n for k, v in sums.items()}
+        if stop and start + batch_size < n:
+            return None, {"perm": perm, "next": start + batch_size, "sums": {k: v.cpu() for k, v in sums.items()}}
+    return {k: float(v) / n for k, v in sums.items()}, None
 
 
 def _write_outputs(path: Path, names: list[str], parts: dict[str, dict], per_part: dict[str, list[dict]]) -> None:
@@ -156,10 +198,12 @@ def run(params: dict, suite: str, dataset: str, method: str, fold: int, stop_aft
         device = "cpu"
         _fit_features(cfg, paths, out)
     else:
-        device = _train_images(cfg, fold, paths, out, stop_after)
+        with stop_requests() as stop:
+            device = _train_images(cfg, fold, paths, out, stop, stop_after)
         if device is None:
             return False
-    write_json(out / "run.json", lineage(cfg, fold, paths, str(device), time.time() - t0))
+    final = {name.split(".")[0]: str(out / name) for name in ("model.pt", "outputs.npz")}
+    write_json(out / "run.json", lineage(cfg, fold, paths, final, str(device), time.time() - t0))
     return True
 
 
@@ -203,7 +247,25 @@ def load_trained(cfg: dict, model_pt: str | Path, weights: str, device: str = "c
     return method.eval()
 
 
-def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path,
+def _save_resume(path: Path, chash: str, at: tuple[int, int], method, names: list[str], opt, sched,
+                 gen: torch.Generator, history: list[dict], best: dict, per_part: dict[str, list[dict]],
+                 partial: dict | None = None) -> None:
+    """Write resume.pt atomically: the state from which training continues at stage/epoch ``at``
+    (and, with ``partial``, at that step inside the epoch). ``opt``/``sched`` None: a new stage."""
+    with atomic_path(path) as tmp:
+        torch.save({
+            "config_sha256": chash, "stage": at[0], "stage_epoch": at[1],
+            "model": trainable_state(method, names),
+            "optimizer": opt.state_dict() if opt is not None else None,
+            "scheduler": sched.state_dict() if sched is not None else None, "generator": gen.get_state(),
+            "torch_rng": torch.get_rng_state(), "history": history, "best": best,
+            "outputs": {p: [{k: torch.from_numpy(v) for k, v in o.items()} for o in lst]
+                        for p, lst in per_part.items()},
+            "partial": partial,
+        }, tmp)
+
+
+def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path, stop: list[int],
                   stop_after: int | None = None) -> torch.device | None:
     mcfg, bb, ds = cfg["method"], cfg["backbone"], cfg["dataset"]
     device = device_for(cfg["device"])
@@ -222,7 +284,7 @@ def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path,
     history: list[dict] = []
     per_part: dict[str, list[dict]] = {"val": [], "test": []}
     best = {"score": math.inf, "candidate": -1, "state": None}
-    start_stage, start_epoch, opt_state, sched_state = 0, 0, None, None
+    start_stage, start_epoch, opt_state, sched_state, partial = 0, 0, None, None, None
     resume_path = out / "resume.pt"
     if resume_path.exists():
         ckpt = torch.load(resume_path, map_location="cpu", weights_only=True)
@@ -234,13 +296,16 @@ def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path,
             opt_state, sched_state = ckpt["optimizer"], ckpt["scheduler"]
             gen.set_state(ckpt["generator"])
             torch.set_rng_state(ckpt["torch_rng"])
-            print(f"resuming from {resume_path}: stage {start_stage}, epoch {start_epoch}", file=sys.stderr)
+            partial = ckpt.get("partial")
+            at = f", step {partial['next'] // mcfg['batch_size']}" if partial else ""
+            print(f"resuming from {resume_path}: stage {start_stage}, epoch {start_epoch}{at}", file=sys.stderr)
         else:
             print(f"{resume_path} was made with another configuration; starting afresh", file=sys.stderr)
 
     batch_size = mcfg["batch_size"]
     steps = [s.epochs * math.ceil(len(parts["train"].index) / batch_size) for s in stages]
     done = sum(steps[:start_stage]) + start_epoch * math.ceil(len(parts["train"].index) / batch_size)
+    done += partial["next"] // batch_size if partial else 0
     bar = tqdm(total=sum(steps), initial=done, desc=f"{ds['name']}/{mcfg['name']}/fold{fold}",
                mininterval=10, file=sys.stderr)
     y_val = parts["val"].ranks.cpu().numpy()
@@ -258,7 +323,13 @@ def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path,
         for epoch in range(first, stage.epochs):
             t = time.time()
             lrs = {g["name"]: g["lr"] for g in opt.param_groups}
-            losses = _train_epoch(method, stage, parts["train"], pipeline, opt, gen, batch_size, amp, bar)
+            losses, partial = _train_epoch(method, stage, parts["train"], pipeline, opt, gen, batch_size, amp, bar,
+                                           stop, partial)
+            if partial is not None:
+                _save_resume(resume_path, chash, (si, epoch), method, names, opt, sched, gen, history, best,
+                             per_part, partial)
+                bar.close()
+                raise Preempted(stop[0], str(resume_path))
             sched.step()
             val = predict_part(method, parts["val"], pipeline, amp)
             test = predict_part(method, parts["test"], pipeline, amp)
@@ -278,18 +349,13 @@ def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path,
                   + f" val {mcfg['select_on']}={abs(score):.3f}", file=sys.stderr)
             _write_log(out / "log.jsonl", history)
             nxt = (si, epoch + 1) if epoch + 1 < stage.epochs else (si + 1, 0)
-            with atomic_path(resume_path) as tmp:
-                torch.save({
-                    "config_sha256": chash, "stage": nxt[0], "stage_epoch": nxt[1],
-                    "model": trainable_state(method, names),
-                    "optimizer": opt.state_dict() if nxt[0] == si else None,
-                    "scheduler": sched.state_dict() if nxt[0] == si else None, "generator": gen.get_state(),
-                    "torch_rng": torch.get_rng_state(), "history": history, "best": best,
-                    "outputs": {p: [{k: torch.from_numpy(v) for k, v in o.items()} for o in lst]
-                                for p, lst in per_part.items()},
-                }, tmp)
+            _save_resume(resume_path, chash, nxt, method, names, opt if nxt[0] == si else None,
+                         sched if nxt[0] == si else None, gen, history, best, per_part)
             opt_state = None
             epochs_this_call += 1
+            if stop and nxt[0] < len(stages):
+                bar.close()
+                raise Preempted(stop[0], str(resume_path))
             if stop_after is not None and epochs_this_call >= stop_after and nxt[0] < len(stages):
                 bar.close()
                 return None

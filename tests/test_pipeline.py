@@ -19,6 +19,7 @@ suites:
   demo:
     folds: 2
     ablations: {datasets: [counting], methods: [l2rclip_single_stage, numclip_plain_ce, ordinalclip_m1]}
+    fewshot: {datasets: [counting], methods: [linear_probe, coop], shots: [1, 2]}
     overrides:
       coop: {epochs: 2}
       ordinalclip: {epochs: 2}
@@ -54,10 +55,28 @@ def test_dry_run_plans_every_cell(repo_copy):
     assert counts["cell"] == "12" and counts["table3"] == "1"
 
 
+def test_paper_suite_plans_every_cell_without_data(repo_copy):
+    """`snakemake -n --config suite=paper` plans table1 and table2 with no data or weights present."""
+    from ordclip.config import fewshot_datasets, load_params, n_folds
+
+    params = load_params([repo_copy / "params.yaml"], {"suite": "paper"})
+    s = params["suites"]["paper"]
+    runs = sum(n_folds(params, "paper", d) for d in s["datasets"]) * len(s["methods"])
+    runs += sum(n_folds(params, "paper", d) for d in fewshot_datasets(s)) * len(s["fewshot"]["methods"])
+    proc = _snakemake(repo_copy, "-n", "results/table1.csv", "results/table2.csv", "--config", "suite=paper")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout + proc.stderr, flags=re.M))
+    assert int(counts["train"]) == runs and int(counts["evaluate"]) == runs
+    assert int(counts["cell"]) == len(s["datasets"]) * len(s["methods"]) + len(fewshot_datasets(s)) * len(
+        s["fewshot"]["methods"])
+    assert counts["fetch"] == str(len(s["datasets"])) and counts["backbone"] == "1"
+    assert counts["table"] == "1" and counts["table2"] == "1"
+
+
 @pytest.mark.slow
 def test_reduced_demo_suite(repo_copy):
     (repo_copy / "reduced.yaml").write_text(REDUCED)
-    args = ("results/table1.csv", "results/table3.csv", "--cores", "2",
+    args = ("results/table1.csv", "results/table2.csv", "results/table3.csv", "--cores", "2",
             "--configfile", "reduced.yaml")  # --configfile takes several values: targets first
     proc = _snakemake(repo_copy, *args)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -80,5 +99,18 @@ def test_reduced_demo_suite(repo_copy):
     assert set(table3.method) == {"l2rclip_single_stage", "numclip_plain_ce", "ordinalclip_m1"}
     assert table3[table3.metric == "mae"]["mean"].map(math.isfinite).all()
     assert "| numclip_plain_ce |" in (repo_copy / "results/table3.md").read_text()
+    table2 = pd.read_csv(repo_copy / "results/table2.csv")
+    assert set(table2.dataset) == {"counting-1shot", "counting-2shot"} and set(table2.method) == {"linear_probe", "coop"}
+    split = pd.read_csv(repo_copy / "results/demo/splits/counting-2shot/fold1.csv")
+    assert (split.split == "train").sum() == 2 * 10 and (split.split == "test").sum() == 10 * 2
     again = _snakemake(repo_copy, *args)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+    report = _snakemake(repo_copy, "results/table1.csv", "--report", "results/report.html",
+                        "--configfile", "reduced.yaml")
+    assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
+    html = (repo_copy / "results/report.html").read_text()
+    for figure in ("confusion", "mae_per_rank", "pred_vs_true", "curves"):
+        assert html.count(f"results/demo/cells/fading/numclip/{figure}.png") >= 1
+        assert (repo_copy / f"results/demo/cells/blur/zeroshot/{figure}.png").read_bytes()[:4] == b"\x89PNG"
+    assert html.count("Confusion matrix of <strong>coop</strong> on <strong>counting</strong>") == 1
+    assert "Training curves of <strong>zeroshot</strong>" in html and "table1.md" in html

@@ -30,6 +30,12 @@ except ConfigError as exc:
 
 SUITE = config["suite"]
 
+# At SLURM preemption or time limit every process of a job gets SIGTERM. Without a trap, the job
+# shell dies at once and Snakemake ends the job step while training still writes its checkpoint;
+# with it, bash waits for the command (training checkpoints, then exits 128 + the signal number)
+# and exits with the command's status.
+shell.prefix("set -euo pipefail; trap : TERM USR1; ")
+
 
 def _relative(path):
     path = Path(path)
@@ -117,6 +123,53 @@ def train_inputs(wc):
 
 def train_gpu(wc):
     return uses_gpu(wc.suite) if trains_on(wc.suite, wc.dataset, wc.method) == "images" else 0
+
+
+# Job resources, in Snakemake's standard names; --executor slurm turns them into sbatch options
+# (gpu: --gpus, cpus_per_gpu: --cpus-per-gpu, runtime: --time in minutes, mem_mb: --mem). Sizes
+# suit the paper suite (ViT-B/16, one GPU per run). Site values (partition, account, GPU model)
+# live in workflow/profiles/slurm/ only. A retry gets more memory but not more time: training
+# resumes from its checkpoint, so each attempt continues where the last one stopped.
+CPUS_PER_GPU = 4
+
+
+def embed_gpu(wc):
+    return uses_gpu(wc.suite)
+
+
+def embed_cpus_per_gpu(wc):
+    return CPUS_PER_GPU if embed_gpu(wc) else 0
+
+
+def embed_threads(wc):
+    return embed_cpus_per_gpu(wc) or 1
+
+
+def embed_mem_mb(wc, attempt):
+    return (16000 if embed_gpu(wc) else 8000) * attempt
+
+
+def train_cpus_per_gpu(wc):
+    return CPUS_PER_GPU if train_gpu(wc) else 0
+
+
+def train_threads(wc):
+    """Snakemake sets OMP_NUM_THREADS to a job's threads: as many as the CPUs beside its GPU."""
+    return train_cpus_per_gpu(wc) or 1
+
+
+def train_runtime(wc):
+    """Minutes: 12 h for a run on a GPU; 2 h for one on the CPU (feature-based methods, CPU suites)."""
+    return 720 if train_gpu(wc) else 120
+
+
+def train_mem_mb(wc, attempt):
+    return (32000 if train_gpu(wc) else 4000) * attempt
+
+
+def prepare_mem_mb(wc, attempt):
+    """The decoded image cache is built in memory: 3.8 GB for Adience at 256 px."""
+    return 8000 * attempt
 
 
 wildcard_constraints:

@@ -9,6 +9,9 @@ rule generate:
     params:
         cfg=CFG,
         dataset=lambda wc: dataset_config(config, wc.dataset),
+    resources:
+        runtime=30,
+        mem_mb=2000,
     conda:
         "../envs/ordclip.yaml"
     log:
@@ -17,8 +20,10 @@ rule generate:
         "python -m ordclip generate {params.cfg} --dataset {wildcards.dataset} > {log} 2>&1"
 
 
+# Downloads run on the submit host (login nodes have internet; compute nodes often do not).
 localrules:
     fetch,
+    backbone,
 
 
 rule fetch:
@@ -46,6 +51,9 @@ rule prepare:
     params:
         cfg=CFG,
         ranks=lambda wc: dataset_config(config, wc.dataset).get("ranks"),
+    resources:
+        runtime=120,
+        mem_mb=prepare_mem_mb,
     conda:
         "../envs/ordclip.yaml"
     log:
@@ -62,6 +70,9 @@ rule split:
     params:
         cfg=CFG,
         split=lambda wc: split_config(config, wc.suite, wc.dataset),
+    resources:
+        runtime=10,
+        mem_mb=1000,
     conda:
         "../envs/ordclip.yaml"
     log:

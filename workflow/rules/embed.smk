@@ -12,8 +12,12 @@ rule embed:
         cfg=CFG,
         backbone=lambda wc: suite_backbone(wc.suite),
         dataset=lambda wc: dataset_config(config, wc.dataset),
+    threads: embed_threads
     resources:
-        gpu=lambda wc: uses_gpu(wc.suite),
+        gpu=embed_gpu,
+        cpus_per_gpu=embed_cpus_per_gpu,
+        runtime=60,
+        mem_mb=embed_mem_mb,
     conda:
         "../envs/ordclip.yaml"
     log:

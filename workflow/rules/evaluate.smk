@@ -14,6 +14,9 @@ rule evaluate:
             k: run_config(config, wc.suite, wc.dataset, wc.method)["method"][k]
             for k in ("select_on", "report")
         },
+    resources:
+        runtime=15,
+        mem_mb=2000,
     conda:
         "../envs/ordclip.yaml"
     log:

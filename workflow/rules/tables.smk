@@ -8,14 +8,34 @@ localrules:
     table3,
 
 
+# The cell's figures (ordclip/plots.py), in the HTML report of `snakemake ... --report report.html`.
+CELL_FIGURE_LABELS = {
+    "confusion": "confusion matrix",
+    "mae_per_rank": "MAE per rank",
+    "pred_vs_true": "predicted vs true",
+    "curves": "training curves",
+}
+
+
 rule cell:
     input:
         lambda wc: [
-            L.run_file(wc.suite, wc.dataset, wc.method, k, "metrics.json")
+            L.run_file(wc.suite, wc.dataset, wc.method, k, name)
             for k in range(n_folds(config, wc.suite, wc.dataset))
+            for name in ("metrics.json", "predictions.csv", "log.jsonl")
         ],
     output:
-        L.cell_file("{suite}", "{dataset}", "{method}"),
+        cell=L.cell_file("{suite}", "{dataset}", "{method}"),
+        **{
+            name: report(
+                L.cell_figure("{suite}", "{dataset}", "{method}", name),
+                caption=f"../report/{name}.rst",
+                category="Cells",
+                subcategory="{dataset}",
+                labels={"method": "{method}", "figure": CELL_FIGURE_LABELS[name]},
+            )
+            for name in L.CELL_FIGURES
+        },
     params:
         cfg=CFG,
     conda:
@@ -31,8 +51,8 @@ rule table:
     input:
         table1_cells(SUITE),
     output:
-        csv=L.TABLE1_CSV,
-        md=L.TABLE1_MD,
+        csv=report(L.TABLE1_CSV, caption="../report/table1.rst", category="Tables", labels={"table": "table1.csv"}),
+        md=report(L.TABLE1_MD, caption="../report/table1_md.rst", category="Tables", labels={"table": "table1.md"}),
     params:
         cfg=CFG,
         suite=SUITE,

@@ -12,8 +12,12 @@ rule train:
     params:
         cfg=CFG,
         run=lambda wc: run_config(config, wc.suite, wc.dataset, wc.method),
+    threads: train_threads
     resources:
         gpu=train_gpu,
+        cpus_per_gpu=train_cpus_per_gpu,
+        runtime=train_runtime,
+        mem_mb=train_mem_mb,
     conda:
         "../envs/ordclip.yaml"
     log:

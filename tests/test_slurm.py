@@ -1,0 +1,275 @@
+"""The SLURM path: a tiny suite through `snakemake --executor slurm --workflow-profile
+workflow/profiles/slurm` on a real single-node Slurm that this module starts (one fake GPU), with a
+training job signalled as at preemption that resumes on its retry.
+
+Needs root and the Debian packages slurmctld, slurmd, slurm-client and munge (.ci/run installs
+them); skipped otherwise. The cluster has no accounting database, hence `--slurm-status-command
+squeue` with MinJobAge=600 (see README, "Running on SLURM").
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slurm
+
+SLURM_CONF = """\
+ClusterName=ordclip-test
+SlurmctldHost=localhost
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+StateSaveLocation={d}/state
+SlurmdSpoolDir={d}/spool
+SlurmctldPidFile={d}/slurmctld.pid
+SlurmdPidFile={d}/slurmd.pid
+SlurmctldLogFile={d}/slurmctld.log
+SlurmdLogFile={d}/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+# The node announces 64 GB whatever the machine has (memory is not enforced here), so that the
+# rules' own mem_mb requests are submitted unchanged.
+SlurmdParameters=config_overrides
+DefMemPerCPU=1000
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+MpiDefault=none
+ReturnToService=2
+MinJobAge=600
+KillWait=5
+GresTypes=gpu
+NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} RealMemory=64000 Gres=gpu:1 State=UNKNOWN
+PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+"""
+GRES_CONF = """\
+AutoDetect=off
+NodeName=localhost Name=gpu File=/dev/null
+"""
+TINY = """
+datasets:
+  fading: {per_rank: 30}
+suites:
+  demo:
+    datasets: [fading]
+    methods: [zeroshot, coop]
+    folds: 2
+    overrides:
+      coop: {epochs: 40, batch_size: 8}
+"""
+TIMEOUT_S = 900
+
+
+def _pid(path: Path, timeout: float = 20) -> int:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if path.is_file() and path.read_text().strip():
+            return int(path.read_text())
+        time.sleep(0.1)
+    raise RuntimeError(f"{path} did not appear within {timeout} s")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _stop(pid: int) -> None:
+    """SIGTERM to ``pid`` (a daemon this module started), SIGKILL if it is still there after 15 s."""
+    if not _alive(pid):
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.time() + 15
+    while _alive(pid) and time.time() < deadline:
+        time.sleep(0.1)
+    if _alive(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _squeue(fmt: str) -> list[list[str]]:
+    out = subprocess.run(["squeue", "--states=all", "--noheader", f"--format={fmt}"], capture_output=True,
+                         text=True, check=True).stdout
+    return [line.split("|") for line in out.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A single-node Slurm (partition debug, 1 fake GPU) run by munged, slurmctld and slurmd started
+    here; stopped by pid at the end, and /etc/slurm restored to what it was."""
+    missing = [b for b in ("slurmctld", "slurmd", "sbatch", "squeue", "munged") if shutil.which(b) is None
+               and not Path("/usr/sbin", b).exists()]
+    if missing:
+        pytest.skip(f"Slurm is not installed ({', '.join(missing)} missing): "
+                    "apt-get install slurmctld slurmd slurm-client munge")
+    if os.geteuid() != 0:
+        pytest.skip("starting slurmctld/slurmd needs root")
+    d = tmp_path_factory.mktemp("slurm")
+    for sub in ("state", "spool"):
+        (d / sub).mkdir()
+    etc = Path("/etc/slurm")
+    etc.mkdir(exist_ok=True)
+    written = {etc / "slurm.conf": SLURM_CONF.format(d=d, cpus=os.cpu_count()), etc / "gres.conf": GRES_CONF}
+    backups = {}
+    for path, text in written.items():
+        if path.exists():
+            backups[path] = d / f"{path.name}.orig"
+            shutil.copy2(path, backups[path])
+        path.write_text(text)
+    started: list[int] = []
+    made: list[Path] = []
+    try:
+        munge_pid = Path("/run/munge/munged.pid")
+        if not (munge_pid.is_file() and _alive(int(munge_pid.read_text()))):
+            for folder in ("/run/munge", "/var/log/munge", "/var/lib/munge"):
+                if not Path(folder).exists():
+                    Path(folder).mkdir(parents=True)
+                    made.append(Path(folder))
+                shutil.chown(folder, "munge", "munge")
+            key = Path("/etc/munge/munge.key")
+            if not key.exists():
+                subprocess.run(["mungekey", "--create"], check=True)
+                shutil.chown(key, "munge", "munge")
+                made.append(key)
+            munge_pid.unlink(missing_ok=True)
+            subprocess.run(["runuser", "-u", "munge", "--", "/usr/sbin/munged"], check=True)
+            started.append(_pid(munge_pid))
+        subprocess.run(["/usr/sbin/slurmctld"], check=True)
+        started.append(_pid(d / "slurmctld.pid"))
+        subprocess.run(["/usr/sbin/slurmd", "-N", "localhost"], check=True)
+        started.append(_pid(d / "slurmd.pid"))
+        deadline = time.time() + 60
+        while "idle" not in subprocess.run(["sinfo", "--noheader", "--format=%T"], capture_output=True,
+                                           text=True).stdout:
+            if time.time() > deadline:
+                logs = "".join((d / f).read_text()[-2000:] for f in ("slurmctld.log", "slurmd.log") if (d / f).exists())
+                raise RuntimeError(f"the test cluster did not become idle within 60 s:\n{logs}")
+            time.sleep(0.5)
+        yield d
+    finally:
+        if started:
+            jobs = subprocess.run(["squeue", "--noheader", "--format=%i"], capture_output=True, text=True).stdout
+            if jobs.split():
+                subprocess.run(["scancel", *jobs.split()], capture_output=True)
+        for pid in reversed(started):
+            _stop(pid)
+        for path in written:
+            path.unlink(missing_ok=True)
+        for path, backup in backups.items():
+            shutil.copy2(backup, path)
+        for path in reversed(made):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def _site_profile(repo: Path) -> dict:
+    """The shipped profile as a site would edit it for this cluster: partition debug, no account."""
+    profile_file = repo / "workflow/profiles/slurm/profile.yaml"
+    profile = yaml.safe_load(profile_file.read_text())
+    assert profile["executor"] == "slurm"
+    del profile["default-resources"]["slurm_account"]
+    for resources in [profile["default-resources"], *profile["set-resources"].values()]:
+        if "slurm_partition" in resources:
+            resources["slurm_partition"] = "debug"
+    assert "CHANGEME" not in yaml.safe_dump(profile), "a site value of the profile is not replaced"
+    # The suite runs on the CPU, but the train jobs ask for the node's fake GPU, so that the GPU path
+    # of the submission (--gpus, --cpus-per-gpu) is what runs.
+    profile["set-resources"]["train"].update({"gpu": 1, "cpus_per_gpu": 1})
+    profile_file.write_text(yaml.safe_dump(profile, sort_keys=False))
+    return profile
+
+
+def _train_job_of(run_args: list[str]) -> tuple[int, str]:
+    """(pid, SLURM job id) of the `python -m ordclip train` process whose command line holds run_args."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            env = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        words = [a.decode() for a in argv]
+        if "ordclip" in words and "train" in words and all(a in words for a in run_args):
+            for var in env:
+                if var.startswith(b"SLURM_JOB_ID="):
+                    return int(proc.name), var.split(b"=", 1)[1].decode()
+    raise LookupError(f"no running train process with {run_args}")
+
+
+def test_tiny_suite_through_slurm_with_a_preempted_run(slurm_cluster, repo_copy):
+    t0 = time.time()
+    (repo_copy / "tiny.yaml").write_text(TINY)
+    _site_profile(repo_copy)
+    cmd = [sys.executable, "-m", "snakemake", "results/table1.csv", "--configfile", "tiny.yaml",
+           "--executor", "slurm", "--workflow-profile", "workflow/profiles/slurm",
+           # this cluster has no accounting database and no accounts
+           "--slurm-no-account", "--slurm-status-command", "squeue",
+           "--slurm-init-seconds-before-status-checks", "1", "--slurm-keep-successful-logs"]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    log = repo_copy / "snakemake.out"
+    run_dir = repo_copy / "results/demo/runs/fading/coop/fold0"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=repo_copy, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        # Preemption: once coop fold 0 has checkpointed an epoch, SIGTERM its job's processes as
+        # SLURM does at preemption or the time limit (scancel --signal=TERM, like sbatch --signal).
+        while not (run_dir / "resume.pt").exists():
+            assert proc.poll() is None, log.read_text()[-5000:]
+            assert time.time() - t0 < TIMEOUT_S, "coop fold 0 never checkpointed:\n" + log.read_text()[-5000:]
+            time.sleep(0.1)
+        _, preempted = _train_job_of(["--method", "coop", "--fold", "0"])
+        subprocess.run(["scancel", "--signal=TERM", preempted], check=True)
+        proc.wait(timeout=TIMEOUT_S - (time.time() - t0))
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    output = log.read_text()
+    assert proc.returncode == 0, output[-5000:]
+    seconds = time.time() - t0
+
+    table = pd.read_csv(repo_copy / "results/table1.csv")
+    rows = table[table.metric == "mae"]
+    assert set(rows.method) == {"zeroshot", "coop"} and set(rows.dataset) == {"fading"}
+    assert (table.n_folds == 2).all() and rows["mean"].notna().all()
+
+    # Every job outside the localrules ran as a SLURM job; the preempted one failed and its retry
+    # resumed from the checkpoint.
+    jobs = {job_id: (state, comment) for job_id, state, comment in _squeue("%i|%T|%k")}
+    rules = [c.split("_wildcards")[0].removeprefix("rule_") for _, c in jobs.values()]
+    assert sorted(rules) == sorted(["generate", "prepare", "embed"] + ["split"] * 2 + ["train"] * 5
+                                   + ["evaluate"] * 4), jobs
+    assert jobs[preempted][0] == "FAILED", jobs
+    assert sorted(s for s, _ in jobs.values()) == ["COMPLETED"] * 13 + ["FAILED"], jobs
+    train_log = (repo_copy / "logs/demo/train/fading/coop/fold0.log").read_text()
+    assert "resuming from" in train_log and "epoch 40/40" in train_log, train_log[-3000:]
+    # The job shell waited for training to checkpoint, and passed on its status (128 + SIGTERM).
+    slurm_log = (repo_copy / f"logs/slurm/rule_train/demo_fading_coop_0/{preempted}.log").read_text()
+    assert "returned non-zero exit status 143" in slurm_log, slurm_log[-3000:]
+
+    # The train jobs got the node's GPU, and their runs record the SLURM job and the device.
+    for fold in (0, 1):
+        run = json.loads((repo_copy / f"results/demo/runs/fading/coop/fold{fold}/run.json").read_text())
+        assert run["job"]["slurm_job_id"] in jobs and run["job"]["cuda_visible_devices"] == "0", run["job"]
+        assert jobs[run["job"]["slurm_job_id"]] == ("COMPLETED", f"rule_train_wildcards_demo_fading_coop_{fold}")
+        job = subprocess.run(["scontrol", "show", "job", run["job"]["slurm_job_id"]], capture_output=True,
+                             text=True, check=True).stdout
+        assert "TresPerJob=gres:gpu:1" in job and "CpusPerTres=gres:gpu:1" in job, job  # --gpus, --cpus-per-gpu
+    print(f"SLURM tiny suite: {len(jobs)} SLURM jobs, {seconds:.1f} s")
