@@ -20,7 +20,6 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT
 
 pytestmark = pytest.mark.slurm
 
