@@ -22,6 +22,24 @@ def in_tmp(tmp_path: Path, monkeypatch) -> Path:
     return tmp_path
 
 
+def prepare_fading(root: Path, extra_params: str, *extra_verbs: list[str]) -> list[str]:
+    """In ``root``: write ``extra_params`` (merged over params.yaml) and run the CLI steps before
+    training on the fading set: generate, prepare (36 px), split fold 0, the tiny backbone, then
+    ``extra_verbs``. Returns the params files."""
+    from ordclip.cli import main
+
+    (root / "small.yaml").write_text(extra_params)
+    files = [str(ROOT / "params.yaml"), str(root / "small.yaml")]
+    args = [a for f in files for a in ("--params", f)]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        for verb in (["generate", "--dataset", "fading"], ["prepare", "--dataset", "fading", "--size", "36"],
+                     ["split", "--suite", "demo", "--dataset", "fading", "--fold", "0"],
+                     ["backbone", "--name", "tiny"], *extra_verbs):
+            assert main(verb[:1] + args + verb[1:]) == 0
+    return files
+
+
 def pytest_collection_modifyitems(config, items):
     import torch
 

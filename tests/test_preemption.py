@@ -12,9 +12,8 @@ import pytest
 import torch
 
 import ordclip.train
-from conftest import ROOT
+from conftest import prepare_fading
 from ordclip import layout
-from ordclip.cli import main
 from ordclip.config import load_params
 from ordclip.errors import Preempted
 from ordclip.train import run
@@ -36,15 +35,10 @@ def small(tmp_path_factory):
     """A working directory with fading generated, prepared and split, a tiny backbone, and the
     outputs of one uninterrupted ordinalclip run (the reference), whose run folder is then removed."""
     root = tmp_path_factory.mktemp("preempt")
-    (root / "small.yaml").write_text(SMALL)
-    files = [str(ROOT / "params.yaml"), str(root / "small.yaml")]
+    files = prepare_fading(root, SMALL)
     args = [a for f in files for a in ("--params", f)]
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
-        for verb in (["generate", "--dataset", "fading"], ["prepare", "--dataset", "fading", "--size", "36"],
-                     ["split", "--suite", "demo", "--dataset", "fading", "--fold", "0"],
-                     ["backbone", "--name", "tiny"]):
-            assert main(verb[:1] + args + verb[1:]) == 0
         params = load_params(files)
         assert run(params, *RUN)
         run_dir = root / layout.run_dir(*RUN)

@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import prepare_fading
 from ordclip import layout
-from ordclip.cli import main
 from ordclip.config import load_params, run_config
 from ordclip.evaluate import evaluate
 from ordclip.train import load_trained, predict_part, run
@@ -30,15 +29,7 @@ suites:
 def small(tmp_path_factory):
     """A working directory with the fading set generated, prepared, split, and a tiny backbone."""
     root = tmp_path_factory.mktemp("small")
-    (root / "small.yaml").write_text(SMALL)
-    files = [str(ROOT / "params.yaml"), str(root / "small.yaml")]
-    args = [a for f in files for a in ("--params", f)]
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        for verb in (["generate", "--dataset", "fading"], ["prepare", "--dataset", "fading", "--size", "36"],
-                     ["split", "--suite", "demo", "--dataset", "fading", "--fold", "0"],
-                     ["backbone", "--name", "tiny"], ["embed", "--suite", "demo", "--dataset", "fading"]):
-            assert main(verb[:1] + args + verb[1:]) == 0
+    files = prepare_fading(root, SMALL, ["embed", "--suite", "demo", "--dataset", "fading"])
     return root, load_params(files)
 
 
