@@ -19,8 +19,8 @@ import re
 import sys
 from pathlib import Path
 
-from ordclip.data.fetch import (index_by_tail, is_image, label_counts, member_path, obtain, read_lines,
-                                source_files, unpack, write_labels, write_record)
+from ordclip.data.fetch import (image_members, label_counts, member_path, obtain, read_lines, unpack,
+                                write_labels, write_record)
 from ordclip.errors import ConfigError, DataError
 from ordclip.io import atomic_path
 
@@ -112,7 +112,7 @@ def fetch(dataset_cfg: dict, raw_dir: str) -> None:
                 raise DataError(f"{path} line {line}: face {face} is also at {seen[key][0]} line {seen[key][1]}")
             seen[key] = (path, line)
             faces[key] = {"face": face, "label": group, "fold": fold}
-    members = index_by_tail((m for m in source_files(archive) if is_image(m)), 2, str(archive))
+    members = image_members(archive, 2)
     missing = [k for k in faces if k not in members]
     if missing:
         path, line = seen[missing[0]]

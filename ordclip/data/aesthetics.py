@@ -16,8 +16,8 @@ from __future__ import annotations
 import sys
 from pathlib import PurePosixPath
 
-from ordclip.data.fetch import (index_by_tail, is_image, label_counts, member_path, obtain, read_lines,
-                                source_files, unpack, write_labels, write_record)
+from ordclip.data.fetch import (image_members, label_counts, member_path, obtain, read_lines, unpack,
+                                write_labels, write_record)
 from ordclip.errors import ConfigError, DataError
 from ordclip.io import atomic_path
 
@@ -61,7 +61,7 @@ def fetch(dataset_cfg: dict, raw_dir: str) -> None:
     path, sources["list"] = obtain(dataset_cfg, "list", f"Image Aesthetics list of {category}", LIST_REQUEST)
     listed = parse_list(path)
     images, sources["images"] = obtain(dataset_cfg, "images", "Image Aesthetics photos", IMAGES_REQUEST)
-    members = index_by_tail((m for m in source_files(images) if is_image(m)), 1, str(images), strip_suffix=True)
+    members = image_members(images, 1, strip_suffix=True)
     missing = [(line, photo) for line, photo, _ in listed if photo.lower() not in members]
     if missing and not dataset_cfg.get("allow_missing", False):
         line, photo = missing[0]

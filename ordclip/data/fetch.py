@@ -269,6 +269,12 @@ def index_by_tail(names: Iterable[str], depth: int, where: str, strip_suffix: bo
     return out
 
 
+def image_members(source: Path, depth: int, strip_suffix: bool = False) -> dict[str, str]:
+    """The images of an archive or folder, indexed by their last ``depth`` path components
+    (see index_by_tail): how adapters find the files their lists name."""
+    return index_by_tail((m for m in source_files(source) if is_image(m)), depth, str(source), strip_suffix)
+
+
 def read_lines(path: Path) -> list[tuple[int, str]]:
     """(line number, text) of the non-blank lines of a text list (CRLF or LF, UTF-8 with BOM ok)."""
     try:

@@ -17,8 +17,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path, PurePosixPath
 
-from ordclip.data.fetch import (index_by_tail, is_image, label_counts, member_path, obtain, read_lines,
-                                source_files, unpack, write_labels, write_record)
+from ordclip.data.fetch import (image_members, label_counts, member_path, obtain, read_lines, unpack,
+                                write_labels, write_record)
 from ordclip.errors import ConfigError, DataError
 from ordclip.io import atomic_path
 
@@ -114,7 +114,7 @@ def fetch(dataset_cfg: dict, raw_dir: str) -> None:
     for name in SETTINGS[setting]:
         lists[name], sources[name] = obtain(dataset_cfg, name, f"MORPH II setting {setting} list", LIST_REQUEST)
     images, columns, seen = assign(setting, lists)
-    members = index_by_tail((m for m in source_files(archive) if is_image(m)), 1, str(archive))
+    members = image_members(archive, 1)
     missing = [k for k in images if k not in members]
     if missing:
         path, line = seen[missing[0]]
