@@ -94,13 +94,8 @@ def uses_gpu(suite):
     return 1 if suite_config(config, suite).get("device", "auto") == "cuda" else 0
 
 
-def table1_cells(suite):
-    s = suite_config(config, suite)
-    return [L.cell_file(suite, d, m) for d in s["datasets"] for m in s["methods"]]
-
-
 def table_cells(suite, name):
-    """The cell files of results/<name>.csv (table2: few-shot, table3: ablations) for the suite."""
+    """The cell files of results/<name>.csv (table1; table2: few-shot; table3: ablations) for the suite."""
     try:
         datasets, methods = table_grid(config, suite, name)
     except ConfigError as exc:

@@ -49,7 +49,7 @@ rule cell:
 
 rule table:
     input:
-        table1_cells(SUITE),
+        table_cells(SUITE, "table1"),
     output:
         csv=report(L.TABLE1_CSV, caption="../report/table1.rst", category="Tables", labels={"table": "table1.csv"}),
         md=report(L.TABLE1_MD, caption="../report/table1_md.rst", category="Tables", labels={"table": "table1.md"}),
