@@ -21,13 +21,13 @@ include: "workflow/rules/tables.smk"
 rule all:
     default_target: True
     input:
-        L.TABLE1_CSV,
-        L.TABLE1_MD,
+        L.default_table("table1", "csv"),
+        L.default_table("table1", "md"),
 
 
 onsuccess:
-    # Runs in the submit host's Snakemake process only (cluster jobs get --no-hooks): dvc commit
-    # the stages this run built, so dvc.lock records them (ordclip/lineage.py).
-    from ordclip.lineage import record_dvc
+    # Runs in the submit host's Snakemake process only (cluster jobs get --no-hooks): write every
+    # job of this run as a DVC stage and dvc commit them (ordclip/dvcstages.py), for any suite.
+    from ordclip.dvcstages import record, snakemake_jobs
 
-    record_dvc(config, [str(f) for job in workflow.dag.jobs for f in job.output])
+    record(snakemake_jobs(workflow.dag.jobs))

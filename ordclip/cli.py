@@ -8,10 +8,10 @@ ordclip.layout. Heavy libraries are imported by the verbs that need them only.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 
 from ordclip import layout
+from ordclip.jobs import KEYS
 from ordclip.errors import OrdclipError, Preempted
 
 
@@ -21,112 +21,102 @@ def _params(args):
     return load_params(args.params or ["params.yaml"], parse_set(args.set or []))
 
 
-def cmd_generate(args) -> None:
-    from ordclip.config import dataset_config
+def _job(args) -> dict:
+    """The job's resolved configuration: ``--job`` as Snakemake passes it, else resolved from the
+    params files and the verb's keys. With ``--code``, the code about to run must have that hash."""
+    import json
+
+    from ordclip.errors import ConfigError
+    from ordclip.jobs import code_hash, job_config
+
+    keys = {k: getattr(args, k) for k in KEYS[args.verb]}
+    if args.job is not None:
+        if args.params or args.set or any(v is not None for v in keys.values()):
+            raise ConfigError("--job replaces --params, --set and the job's keys: give one or the other")
+        try:
+            job = json.loads(args.job)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--job: not valid JSON: {exc}") from None
+    else:
+        missing = [f"--{k}" for k, v in keys.items() if v is None]
+        if missing:
+            raise ConfigError(f"{args.verb} needs {', '.join(missing)} (or --job)")
+        job = job_config(_params(args), args.verb, **keys)
+    if args.code is not None and args.code != (now := code_hash(args.verb, job)):
+        raise ConfigError(f"the ordclip code of this {args.verb} job changed after it was planned (planned "
+                          f"{args.code[:12]}, now {now[:12]}); run snakemake again so it plans with the current code")
+    return job
+
+
+def cmd_generate(job) -> None:
     from ordclip.data.synthetic import generate
 
-    generate(dataset_config(_params(args), args.dataset), layout.raw_dir(args.dataset))
+    generate(job["dataset"], layout.raw_dir(job["dataset"]["name"]))
 
 
-def cmd_fetch(args) -> None:
+def cmd_fetch(job) -> None:
     import importlib
 
-    from ordclip.config import dataset_config
     from ordclip.data.registry import DATASET_KINDS
     from ordclip.errors import ConfigError
 
-    ds = dataset_config(_params(args), args.dataset)
+    ds = job["dataset"]
     kind = DATASET_KINDS[ds["kind"]]
     if kind["source"] != "fetch":
-        raise ConfigError(f"datasets.{args.dataset}: kind {ds['kind']!r} is not fetched (its files come from "
+        raise ConfigError(f"datasets.{ds['name']}: kind {ds['kind']!r} is not fetched (its files come from "
                           f"{kind['source']!r})")
-    importlib.import_module(kind["module"]).fetch(ds, layout.raw_dir(args.dataset))
+    importlib.import_module(kind["module"]).fetch(ds, layout.raw_dir(ds["name"]))
 
 
-def cmd_prepare(args) -> None:
-    from ordclip.config import dataset_config, raw_source
+def cmd_prepare(job) -> None:
     from ordclip.data.prepare import prepare
 
-    params = _params(args)
-    labels_csv, image_root = raw_source(params, args.dataset)
-    prepare(labels_csv, image_root, args.size, dataset_config(params, args.dataset).get("ranks"),
-            layout.prepared_images(args.dataset, args.size), layout.prepared_index(args.dataset, args.size))
+    d, size = job["dataset"], job["size"]
+    prepare(job["labels_csv"], job["image_root"], size, job["ranks"], layout.prepared_images(d, size),
+            layout.prepared_index(d, size))
 
 
-def cmd_split(args) -> None:
-    from ordclip.config import backbone_config, dataset_config, split_config, suite_config
+def cmd_split(job) -> None:
     from ordclip.data.splits import write_split
 
-    params = _params(args)
-    bb = backbone_config(params, suite_config(params, args.suite)["backbone"])
-    data = dataset_config(params, args.dataset)["data"]
-    write_split(layout.prepared_index(data, bb["resize"]), args.fold,
-                split_config(params, args.suite, args.dataset), layout.split_file(args.suite, args.dataset, args.fold))
+    write_split(layout.prepared_index(job["data"], job["resize"]), job["fold"], job["split"],
+                layout.split_file(job["suite"], job["dataset"], job["fold"]))
 
 
-def cmd_backbone(args) -> None:
-    from ordclip.config import backbone_config
-    from ordclip.errors import ConfigError
-    from ordclip.io import atomic_path, sha256_file
+def cmd_backbone(job) -> None:
+    from ordclip.models.backbone import write_weights
 
-    cfg = backbone_config(_params(args), args.name)
-    out = layout.backbone_weights(args.name)
-    weights = cfg["weights"]
-    if "init_seed" in weights:
-        from ordclip.models.backbone import init_weights
-
-        init_weights(cfg, out)
-        return
-    if "url" in weights:
-        from pathlib import Path
-
-        from ordclip.data.fetch import download
-
-        source = Path(layout.downloads_dir()) / Path(weights["url"]).name
-        download(weights["url"], source, weights["sha256"])
-    else:
-        source = weights["path"]
-        digest = sha256_file(source) if "sha256" in weights else None
-        if digest is not None and digest != weights["sha256"]:
-            raise ConfigError(f"backbones.{args.name}.weights: {source} has sha256 {digest}, "
-                              f"expected {weights['sha256']}")
-    if weights.get("format", "open_clip") == "openai":
-        from ordclip.models.backbone import convert_openai
-
-        convert_openai(source, out)
-        return
-    with atomic_path(out) as tmp:
-        shutil.copyfile(source, tmp)
+    write_weights(job["backbone"], layout.backbone_weights(job["backbone"]["name"]))
 
 
-def cmd_embed(args) -> None:
+def cmd_embed(job) -> None:
     from ordclip.embed import embed
 
-    embed(_params(args), args.suite, args.dataset)
+    embed(job)
 
 
-def cmd_train(args) -> None:
+def cmd_train(job) -> None:
     from ordclip.train import run
 
-    run(_params(args), args.suite, args.dataset, args.method, args.fold)
+    run(job)
 
 
-def cmd_evaluate(args) -> None:
+def cmd_evaluate(job) -> None:
     from ordclip.evaluate import evaluate
 
-    evaluate(_params(args), args.suite, args.dataset, args.method, args.fold)
+    evaluate(job)
 
 
-def cmd_cell(args) -> None:
+def cmd_cell(job) -> None:
     from ordclip.tables import make_cell
 
-    make_cell(_params(args), args.suite, args.dataset, args.method)
+    make_cell(job)
 
 
-def cmd_table(args) -> None:
+def cmd_table(job) -> None:
     from ordclip.tables import make_table
 
-    make_table(_params(args), args.suite, args.name)
+    make_table(job)
 
 
 def cmd_lineage(args) -> None:
@@ -138,6 +128,20 @@ def cmd_lineage(args) -> None:
     print(json.dumps(result, indent=2) if args.json else format_text(result))
 
 
+def cmd_audit(args) -> None:
+    from ordclip.audit import audit, format_report
+
+    report = audit(args.target, _params(args) if args.target.endswith(".csv") else None, sample=args.sample)
+    print(format_report(report))
+    if report["problems"]:
+        raise AuditFailed(len(report["problems"]))
+
+
+class AuditFailed(Exception):
+    def __init__(self, n: int):
+        super().__init__(f"{n} problem(s)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ordclip", description=__doc__.split("\n\n")[0])
     common = argparse.ArgumentParser(add_help=False)
@@ -146,35 +150,53 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--set", action="append", metavar="KEY=VALUE", help="top-level override, as --config")
     sub = parser.add_subparsers(dest="verb", required=True)
 
-    def verb(name, func, help_, *opts):
+    def verb(name, func, help_):
         p = sub.add_parser(name, parents=[common], help=help_)
-        for opt in opts:
-            p.add_argument(f"--{opt}", required=True, type=int if opt in ("fold", "size") else str)
+        for key in KEYS[name]:
+            p.add_argument(f"--{key}", type=int if key in ("fold", "size") else str,
+                           help="a key of the job (with --params; not with --job)")
+        p.add_argument("--job", metavar="JSON", help="the job's resolved configuration, as Snakemake passes it "
+                       "(ordclip.jobs.job_config); replaces --params, --set and the keys")
+        p.add_argument("--code", metavar="SHA256", help="fail unless the code this job runs has this hash "
+                       "(ordclip.jobs.code_hash; Snakemake passes the hash it planned with)")
         p.set_defaults(func=func)
 
-    verb("generate", cmd_generate, "generate a synthetic dataset's images and labels.csv", "dataset")
-    verb("fetch", cmd_fetch, "download or take the placed files of a dataset, verify, extract, write labels.csv",
-         "dataset")
-    verb("prepare", cmd_prepare, "decode and resize images into the uint8 cache", "dataset", "size")
-    verb("split", cmd_split, "write one fold's train/val/test split", "suite", "dataset", "fold")
-    verb("backbone", cmd_backbone, "write a backbone's weights file (random init or a verified copy)", "name")
-    verb("embed", cmd_embed, "cache frozen image features and rank-prompt text features", "suite", "dataset")
-    verb("train", cmd_train, "train (or fit) one run", "suite", "dataset", "method", "fold")
-    verb("evaluate", cmd_evaluate, "metrics.json and predictions.csv of one run", "suite", "dataset", "method", "fold")
-    verb("cell", cmd_cell, "aggregate a (dataset, method) cell over folds", "suite", "dataset", "method")
-    verb("table", cmd_table, "build results/<name>.csv and .md (table1; table2: few-shot; table3: ablations)", "suite", "name")
+    verb("generate", cmd_generate, "generate a synthetic dataset's images and labels.csv")
+    verb("fetch", cmd_fetch, "download or take the placed files of a dataset, verify, extract, write labels.csv")
+    verb("prepare", cmd_prepare, "decode and resize images into the uint8 cache")
+    verb("split", cmd_split, "write one fold's train/val/test split")
+    verb("backbone", cmd_backbone, "write a backbone's weights file (random init or a verified copy)")
+    verb("embed", cmd_embed, "cache frozen image features and rank-prompt text features")
+    verb("train", cmd_train, "train (or fit) one run")
+    verb("evaluate", cmd_evaluate, "metrics.json, predictions.csv and curves.csv of one run")
+    verb("cell", cmd_cell, "aggregate a (dataset, method) cell over folds")
+    verb("table", cmd_table, "build results/<suite>/<name>.csv, .md and .metrics.json (table1; table2: few-shot; "
+         "table3: ablations)")
     lin = sub.add_parser("lineage", parents=[common], help="commit, configuration, hashes and dvc.lock state behind "
                          "a table, a cell or a run")
     lin.add_argument("target", help="results/table1.csv, a cell json or a run folder")
     lin.add_argument("--json", action="store_true", help="print JSON instead of text")
     lin.set_defaults(func=cmd_lineage)
+    aud = sub.add_parser("audit", parents=[common], help="re-derive every number of a table, a cell or a run from "
+                         "the recorded outputs, re-hash every file against run.json and dvc.lock, and reload "
+                         "checkpoints; exit 1 on any mismatch")
+    aud.add_argument("target", help="results/<suite>/table1.csv, a cell json or a run folder")
+    aud.add_argument("--sample", type=int, default=1, metavar="N",
+                     help="checkpoints to reload per cell (0: none; default 1)")
+    aud.set_defaults(func=cmd_audit)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        if args.verb in KEYS:
+            args.func(_job(args))
+        else:
+            args.func(args)
+    except AuditFailed as exc:
+        print(f"ordclip audit: FAILED: {exc}", file=sys.stderr)
+        return 1
     except OrdclipError as exc:
         print(f"ordclip {args.verb}: error: {exc}", file=sys.stderr)
         return 2

@@ -148,6 +148,9 @@ def check(params: Mapping) -> None:
         if bb.get("resize", 0) < bb.get("image_size", 0):
             problems.append(f"backbones.{name}.resize: {bb['resize']} is below image_size {bb['image_size']} "
                             f"(images are cached at resize px, then cropped to image_size)")
+    if "data" in params.get("suites", {}):
+        problems.append("suites.data: 'data' names the steps shared by every suite (logs/data, lineage/data); "
+                        "rename the suite")
     suite = params.get("suite")
     if suite not in params.get("suites", {}):
         problems.append(f"suite: unknown suite {suite!r} (defined: {sorted(params.get('suites', {}))})")
@@ -186,6 +189,23 @@ def suite_members(suite: Mapping, key: str) -> list[str]:
     its few-shot table."""
     extra = fewshot_datasets(suite) if key == "datasets" else (suite.get("fewshot") or {}).get(key, [])
     return list(dict.fromkeys([*suite.get(key, []), *(suite.get("ablations") or {}).get(key, []), *extra]))
+
+
+def table_grid(params: dict, suite: str, name: str) -> tuple[list[str], list[str]]:
+    """(datasets, methods) of a table: table1 from the suite, table2 from its few-shot settings,
+    table3 from its ablations."""
+    s = suite_config(params, suite)
+    if name == "table1":
+        return s["datasets"], s["methods"]
+    if name == "table2":
+        if not s.get("fewshot"):
+            raise ConfigError(f"suites.{suite}.fewshot: not set, so this suite has no table2")
+        return fewshot_datasets(s), s["fewshot"]["methods"]
+    if name == "table3":
+        if not s.get("ablations"):
+            raise ConfigError(f"suites.{suite}.ablations: not set, so this suite has no table3")
+        return s["ablations"]["datasets"], s["ablations"]["methods"]
+    raise ConfigError(f"unknown table {name!r} (table1 | table2 | table3)")
 
 
 def suite_config(params: Mapping, suite: str) -> dict:

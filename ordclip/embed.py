@@ -6,7 +6,6 @@ import numpy as np
 import torch
 
 from ordclip import layout
-from ordclip.config import backbone_config, dataset_config, suite_config
 from ordclip.data.loader import ImagePipeline
 from ordclip.data.splits import read_index
 from ordclip.io import atomic_path
@@ -20,12 +19,13 @@ def zeroshot_prompts(context: str, rank_names: list[str]) -> list[str]:
 
 
 @torch.no_grad()
-def embed(params: dict, suite: str, dataset: str, batch_size: int = 256) -> None:
-    """Write features.npz: image_features (N, D), text_features (R, D), logit_scale, prompts."""
-    s = suite_config(params, suite)
-    bb, ds = backbone_config(params, s["backbone"]), dataset_config(params, dataset)
-    device = device_for(s.get("device", "auto"))
-    torch.manual_seed(params["seed"])
+def embed(job: dict, batch_size: int = 256) -> None:
+    """Write features.npz of a job (ordclip.jobs.job_config "embed"): image_features (N, D),
+    text_features (R, D), logit_scale, prompts."""
+    suite, bb, ds = job["suite"], job["backbone"], job["dataset"]
+    dataset = ds["name"]
+    device = device_for(job["device"])
+    torch.manual_seed(job["seed"])
     model = create_backbone(bb, layout.backbone_weights(bb["name"])).to(device)
     images = np.load(layout.prepared_images(dataset, bb["resize"]), mmap_mode="r")
     pipeline = ImagePipeline(bb["image_size"], bb["normalize"], False, device)

@@ -8,11 +8,11 @@ validation list is the test list); the latter is labelled ``test_selected``.
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 
 from ordclip import layout
-from ordclip.config import run_config
 from ordclip.data.splits import read_index
 from ordclip.errors import ConfigError
 from ordclip.io import atomic_path, write_json
@@ -38,11 +38,10 @@ def _report(metrics_by_mode: dict[str, dict], report: dict[str, str]) -> dict[st
     return out
 
 
-def evaluate(params: dict, suite: str, dataset: str, method: str, fold: int) -> None:
-    cfg = run_config(params, suite, dataset, method)
-    mcfg = cfg["method"]
-    run = lambda name: layout.run_file(suite, dataset, method, fold, name)  # noqa: E731
-    npz = np.load(run("outputs.npz"))
+def metrics_of(cfg: dict, fold: int, npz) -> tuple[dict, dict[str, int], dict, dict]:
+    """metrics.json's content for run ``cfg`` (resolved configuration) fold ``fold`` from its
+    outputs.npz; also the chosen candidates, the candidates' outputs and labels per part."""
+    suite, dataset, method, mcfg = cfg["suite"], cfg["dataset"]["name"], cfg["method"]["name"], cfg["method"]
     names = [str(n) for n in npz["candidates"]]
     y = {p: npz[f"{p}_y"] for p in ("val", "test")}
     cands = {p: _candidates(npz, p) for p in ("val", "test")}
@@ -63,6 +62,17 @@ def evaluate(params: dict, suite: str, dataset: str, method: str, fold: int) -> 
                          "headline": _report(by_mode["test"], mcfg["report"])}
     result["test"] = result["val_selected"]["headline"]
     result["test_selected_test"] = result["test_selected"]["headline"]
+    return result, chosen, cands, y
+
+
+def evaluate(job: dict) -> None:
+    """metrics.json, predictions.csv and curves.csv of a run (ordclip.jobs.job_config "evaluate")
+    from its recorded outputs and log."""
+    cfg, fold = job["run"], job["fold"]
+    suite, dataset, method = cfg["suite"], cfg["dataset"]["name"], cfg["method"]["name"]
+    run = lambda name: layout.run_file(suite, dataset, method, fold, name)  # noqa: E731
+    npz = np.load(run("outputs.npz"))
+    result, chosen, cands, y = metrics_of(cfg, fold, npz)
     write_json(run("metrics.json"), result)
 
     index = read_index(layout.prepared_index(cfg["dataset"]["data"], cfg["backbone"]["resize"]))
@@ -74,3 +84,20 @@ def evaluate(params: dict, suite: str, dataset: str, method: str, fold: int) -> 
             for j, i in enumerate(npz["test_index"]):
                 writer.writerow([int(i), index["path"][i], int(index["label"][i]), int(y["test"][j]),
                                  *[f"{preds[m][j]:.6g}" for m in preds]])
+    write_curves(run("log.jsonl"), cfg["method"]["report"], run("curves.csv"))
+
+
+def write_curves(log_jsonl: str, report: dict[str, str], out: str) -> None:
+    """curves.csv (for `dvc plots`): one row per candidate (epoch, or C) with its validation and
+    test MAE and accuracy in the reported modes, and, for trained runs, each loss term."""
+    rows = [json.loads(line) for line in open(log_jsonl) if line.strip()]
+    terms = sorted({k for r in rows for k in r.get("loss", {})})
+    with atomic_path(out) as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["candidate", "name", "val_mae", "test_mae", "val_acc", "test_acc",
+                             *[f"loss_{t}" for t in terms]])
+            for r in rows:
+                writer.writerow([r["candidate"], r["name"], r["val"][report["mae"]]["mae"], r["test"][report["mae"]]["mae"],
+                                 r["val"][report["acc"]]["acc"], r["test"][report["acc"]]["acc"],
+                                 *[r.get("loss", {}).get(t, "") for t in terms]])

@@ -43,6 +43,7 @@ def run_dir(suite: str, dataset: str, method: str, fold: int | str) -> str:
 
 
 RUN_TRAIN_FILES = ("model.pt", "outputs.npz", "log.jsonl", "run.json")
+RUN_EVAL_FILES = ("metrics.json", "predictions.csv", "curves.csv")
 
 
 def run_file(suite: str, dataset: str, method: str, fold: int | str, name: str) -> str:
@@ -58,12 +59,17 @@ def log_file(suite: str, step: str, *parts: str | int) -> str:
     return f"logs/{suite}/{step}/" + "/".join(str(p) for p in parts) + ".log"
 
 
-def table_file(name: str, ext: str) -> str:
-    """results/table1.csv, results/table3.md, ..."""
+TABLES = ("table1", "table2", "table3")
+
+
+def table_file(suite: str, name: str, ext: str) -> str:
+    """A suite's table: results/{suite}/table1.csv, .md, and .metrics.json (DVC's summary)."""
+    return f"{RESULTS}/{suite}/{name}.{ext}"
+
+
+def default_table(name: str, ext: str) -> str:
+    """results/table1.csv, ...: a copy of the table of the suite named by ``suite:`` (the default)."""
     return f"{RESULTS}/{name}.{ext}"
-
-
-TABLE1_CSV, TABLE1_MD = table_file("table1", "csv"), table_file("table1", "md")
 
 
 def downloads_dir() -> str:

@@ -1,10 +1,6 @@
-"""Lineage: DVC's record of a Snakemake run, and the chain behind every number of a table.
+"""Lineage: the chain behind every number of a table.
 
-After ``snakemake ... results/table1.csv`` succeeds, the Snakefile's ``onsuccess`` handler (the
-submit host's Snakemake process, never a cluster job) calls :func:`record_dvc`: ``dvc commit -f``
-for every dvc.yaml stage whose outputs that run built or found up to date, so dvc.lock holds the
-hashes, parameters and command behind each file and ``dvc status`` is clean.
-
+DVC's record of each run is written by ordclip.dvcstages (lineage/<suite>/dvc.yaml and dvc.lock).
 ``python -m ordclip lineage TARGET`` (:func:`lineage` and :func:`format_text`) follows a table, a
 cell file or a run folder back to each fold's metrics.json, run.json (code commit, configuration,
 input and checkpoint hashes, device, versions, wall time) and dvc.lock entries, and says whether
@@ -16,9 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -26,114 +19,9 @@ import pandas as pd
 import yaml
 
 from ordclip import layout
-from ordclip.errors import DataError, OrdclipError
+from ordclip.errors import DataError
 
-RUN_FILES = (*layout.RUN_TRAIN_FILES, "metrics.json", "predictions.csv")
-
-
-class DvcCommitError(OrdclipError):
-    """``dvc commit`` failed after a successful Snakemake run; every result file is kept."""
-
-
-# --- recording: dvc commit after a Snakemake run ---------------------------------------------
-
-def tracked_suite(dvc_yaml: str | Path = "dvc.yaml") -> str:
-    """The suite dvc.yaml describes: its ``vars`` entry ``tracked_suite``."""
-    data = yaml.safe_load(Path(dvc_yaml).read_text()) or {}
-    for entry in data.get("vars", []):
-        if isinstance(entry, dict) and "tracked_suite" in entry:
-            return str(entry["tracked_suite"])
-    raise DataError(f"{dvc_yaml}: no `tracked_suite` in its vars (the suite its stages describe)")
-
-
-def committable_stages(root: str | Path, built: set[str]) -> tuple[list[str], list[str]]:
-    """(stages to commit, the others) of the DVC project at ``root``: a stage is committed when
-    every output is in ``built`` (the outputs of the Snakemake run's jobs, run or up to date) and
-    every output and input file exists."""
-    from dvc.dependency.param import ParamsDependency
-    from dvc.repo import Repo
-    from dvc.stage import PipelineStage
-
-    root = Path(root).resolve()
-    ready, other = [], []
-    with Repo(str(root)) as repo:
-        for stage in repo.index.stages:
-            dvcfile = os.path.relpath(stage.dvcfile.path, root)
-            if isinstance(stage, PipelineStage):
-                name = stage.name if dvcfile == "dvc.yaml" else f"{dvcfile}:{stage.name}"
-            else:
-                name = dvcfile
-            files = [o.fs_path for o in stage.outs] + [d.fs_path for d in stage.deps
-                                                        if not isinstance(d, ParamsDependency)]
-            outs = [os.path.relpath(o.fs_path, root) for o in stage.outs]
-            if outs and all(p in built for p in outs) and all(os.path.exists(p) for p in files):
-                ready.append(name)
-            else:
-                other.append(name)
-    return ready, other
-
-
-def _loud(root: Path, what: str, detail: str) -> str:
-    return (f"\n{'=' * 78}\nDVC LINEAGE NOT RECORDED: {what} after a successful run.\nEvery result file is "
-            f"kept. Fix the cause, then run `dvc commit -f` in {root.resolve()}.\n{detail}\n{'=' * 78}")
-
-
-def commit_targets(ready: list[str], other: list[str]) -> list[str]:
-    """``dvc commit`` targets for the ``ready`` stages: none (every stage) when no other stage
-    exists, else a matrix group's name (``train`` for every ``train@...``) when all its stages are
-    ready, else the stages. dvc rewrites dvc.lock once per target: fewer targets, faster commit."""
-    if not other:
-        return []
-    group = lambda name: name.partition("@")[0]  # noqa: E731
-    incomplete = {group(name) for name in other}
-    targets = []
-    for name in ready:
-        target = name if group(name) in incomplete else group(name)
-        if target not in targets:
-            targets.append(target)
-    return targets
-
-
-def record_dvc(config: Mapping, built: Iterable[str], root: str | Path = ".") -> bool:
-    """Record the finished run in dvc.lock (``dvc commit -f`` on the stages it built); True if done.
-
-    Skipped, with one line saying why, when ``root`` has no .dvc/ or dvc.yaml (an exported copy)
-    or when the run's configuration is not params.yaml alone with the suite dvc.yaml describes
-    (e.g. ``--configfile`` or ``--config suite=paper``). A failing ``dvc commit`` raises
-    DvcCommitError with DVC's message; it deletes nothing.
-    """
-    root = Path(root)
-    if not (root / ".dvc").is_dir() or not (root / "dvc.yaml").is_file():
-        print(f"dvc lineage: {root.resolve()} has no .dvc/ or dvc.yaml (an exported copy?); dvc.lock not updated",
-              file=sys.stderr)
-        return False
-    suite = tracked_suite(root / "dvc.yaml")
-    default = yaml.safe_load((root / "params.yaml").read_text())
-    if dict(config) != default or config.get("suite") != suite:
-        print(f"dvc lineage is only recorded for the default suite ({suite}, params.yaml without --configfile "
-              f"or --config); this run used other parameters, so dvc.lock was not updated", file=sys.stderr)
-        return False
-    from dvc.exceptions import DvcException
-
-    t0 = time.time()
-    built = {os.path.normpath(p) for p in built}
-    try:
-        ready, other = committable_stages(root, built)
-    except DvcException as exc:
-        raise DvcCommitError(_loud(root, "reading dvc.yaml and dvc.lock failed", str(exc))) from exc
-    if not ready:
-        print(f"dvc lineage: none of the {len(other)} dvc.yaml stages was built by this run; dvc.lock not updated",
-              file=sys.stderr)
-        return False
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "dvc", "commit", "--force", "--quiet", *commit_targets(ready, other)],
-                          cwd=root, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        detail = (proc.stderr.strip() or proc.stdout.strip() or "(no output)")[-3000:]
-        raise DvcCommitError(_loud(root, f"`dvc commit -f` exited with {proc.returncode}", detail))
-    print(f"dvc lineage: dvc.lock records {len(ready)} stages ({len(other)} not built by this run) "
-          f"in {time.time() - t0:.1f} s", file=sys.stderr)
-    return True
+RUN_FILES = (*layout.RUN_TRAIN_FILES, *layout.RUN_EVAL_FILES)
 
 
 # --- reading: the lineage of a table, a cell or a run -----------------------------------------
@@ -148,19 +36,23 @@ def digests(path: str | Path, chunk: int = 1 << 20) -> tuple[str, str]:
     return md5.hexdigest(), sha.hexdigest()
 
 
-def read_lock(path: str | Path = "dvc.lock") -> dict[str, dict] | None:
-    """{output path: {stage, md5}} from dvc.lock; None when there is no dvc.lock."""
-    path = Path(path)
-    if not path.is_file():
+def read_lock(root: str | Path = ".") -> dict[str, dict] | None:
+    """{output path: {stage, md5}} from every lineage/*/dvc.lock under ``root`` (paths relative to
+    ``root``); None when there is none."""
+    root = Path(root)
+    paths = sorted(root.glob("lineage/*/dvc.lock"))
+    if not paths:
         return None
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise DataError(f"{path}: not valid YAML: {exc}") from None
     out = {}
-    for name, stage in (data.get("stages") or {}).items():
-        for o in stage.get("outs") or []:
-            out[os.path.normpath(o["path"])] = {"stage": name, "md5": o.get("md5")}
+    for path in paths:
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise DataError(f"{path}: not valid YAML: {exc}") from None
+        for name, stage in (data.get("stages") or {}).items():
+            for o in [*(stage.get("outs") or []), *(stage.get("metrics") or [])]:
+                out[os.path.normpath(o["path"])] = {"stage": f"{path.parent.relative_to(root)}:{name}",
+                                                    "md5": o.get("md5")}
     return out
 
 
@@ -209,7 +101,8 @@ def run_lineage(run_dir: str | Path, lock: dict | None) -> dict:
         "method": record.get("method"), "fold": record.get("fold"),
         "metrics": {"path": str(run_dir / "metrics.json"), **metrics.get("test", {})},
         "git": record.get("git"), "workdir_git": record.get("workdir_git"),
-        "config_sha256": record.get("config_sha256"), "seed": record.get("seed"), "device": record.get("device"),
+        "config_sha256": record.get("config_sha256"), "code_sha256": (record.get("code") or {}).get("sha256"),
+        "seed": record.get("seed"), "device": record.get("device"),
         "wall_seconds": record.get("wall_seconds"), "versions": record.get("versions", {}),
         "inputs": record.get("inputs", {}), "checkpoint": checkpoint,
         "dvc": _dvc_check([run_dir / name for name in RUN_FILES], lock, hashes),
@@ -251,12 +144,12 @@ def table_cells(table_csv: str | Path, params: Mapping) -> list[str]:
     return cells
 
 
-def lineage(target: str | Path, params: Mapping | None, lock_path: str | Path = "dvc.lock") -> dict:
+def lineage(target: str | Path, params: Mapping | None, root: str | Path = ".") -> dict:
     """The lineage of a table csv, a cell json or a run folder (paths relative to the repository root).
     ``params`` (the parameters, for a table's overall groups) is needed for a table only."""
     target = Path(target)
-    lock = read_lock(lock_path)
-    out: dict[str, Any] = {"target": str(target), "dvc_lock": str(lock_path) if lock is not None else None}
+    lock = read_lock(root)
+    out: dict[str, Any] = {"target": str(target), "dvc_lock": "lineage/*/dvc.lock" if lock is not None else None}
     if target.is_dir():
         out["runs"] = [run_lineage(target, lock)]
         return out
@@ -303,7 +196,7 @@ def _run_text(run: dict, indent: str) -> list[str]:
     lines = [f"{indent}fold {run['fold']}: {run['run']}"]
     m = run["metrics"]
     lines.append(f"{indent}  metrics    mae {_num(m.get('mae'))}  acc {_num(m.get('acc'))}  ({m['path']})")
-    lines.append(f"{indent}  code       commit {commit}{dirty}")
+    lines.append(f"{indent}  code       commit {commit}{dirty}; ordclip code sha256 {_short(run.get('code_sha256'))}")
     wd = run.get("workdir_git")
     if wd and wd.get("commit"):
         lines.append(f"{indent}  workdir    commit {wd['commit']}{' (uncommitted changes)' if wd.get('dirty') else ''}"

@@ -20,7 +20,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ordclip import layout
-from ordclip.config import n_folds, run_config
 from ordclip.errors import DataError
 from ordclip.io import atomic_path
 
@@ -99,10 +98,12 @@ def rank_labels(dataset_cfg: dict, labels: np.ndarray, ranks: np.ndarray, predic
     return [str(int(offsets[0]) + r) for r in range(num)]
 
 
-def load_cell_runs(params: dict, suite: str, dataset: str, method: str) -> CellRuns:
-    """Read every fold's metrics.json, predictions.csv and log.jsonl of a cell."""
+def load_cell_runs(job: dict) -> CellRuns:
+    """Read every fold's metrics.json, predictions.csv and log.jsonl of a cell (ordclip.jobs.job_config "cell")."""
+    cfg = job["run"]
+    suite, dataset, method = cfg["suite"], cfg["dataset"]["name"], cfg["method"]["name"]
     frames, logs, selected, report, select_on = [], [], [], None, None
-    for k in range(n_folds(params, suite, dataset)):
+    for k in job["folds"]:
         run = partial(layout.run_file, suite, dataset, method, k)
         metrics = _read_json(run("metrics.json"))
         if report is None:
@@ -118,7 +119,7 @@ def load_cell_runs(params: dict, suite: str, dataset: str, method: str) -> CellR
     y = df["rank"].to_numpy(np.int64)
     hard = np.rint(pred[report["acc"]])
     where = layout.run_file(suite, dataset, method, "*", "predictions.csv")
-    labels = rank_labels(run_config(params, suite, dataset, method)["dataset"], df["label"].to_numpy(), y, hard, where)
+    labels = rank_labels(cfg["dataset"], df["label"].to_numpy(), y, hard, where)
     return CellRuns(title=f"{dataset} / {method}", y=y, pred=pred, fold=df["fold"].to_numpy(), report=report,
                     rank_labels=labels, logs=logs, selected=selected, select_on=select_on)
 
@@ -365,9 +366,11 @@ FIGURES = {"confusion": plot_confusion, "mae_per_rank": plot_mae_per_rank,
            "pred_vs_true": plot_pred_vs_true, "curves": plot_curves}
 
 
-def write_cell_figures(params: dict, suite: str, dataset: str, method: str) -> dict[str, str]:
+def write_cell_figures(job: dict) -> dict[str, str]:
     """Write the cell's figures (layout.CELL_FIGURES) and return {name: path}."""
-    runs = load_cell_runs(params, suite, dataset, method)
+    cfg = job["run"]
+    suite, dataset, method = cfg["suite"], cfg["dataset"]["name"], cfg["method"]["name"]
+    runs = load_cell_runs(job)
     paths = {}
     for name in layout.CELL_FIGURES:
         paths[name] = layout.cell_figure(suite, dataset, method, name)

@@ -11,7 +11,6 @@ import pandas as pd
 import yaml
 
 from ordclip import layout
-from ordclip.config import fewshot_datasets, n_folds, suite_config
 from ordclip.errors import ConfigError
 from ordclip.io import atomic_path, write_json, write_text
 
@@ -27,14 +26,25 @@ CELL_METRICS = {
 TABLE_COLUMNS = ["suite", "dataset", "method", "metric", "mean", "std", "n_folds"]
 
 
-def make_cell(params: dict, suite: str, dataset: str, method: str) -> None:
-    """Aggregate the folds' metrics.json into the cell file: mean, sample std (ddof=1), values;
-    and draw the cell's report figures (ordclip/plots.py) from the folds' predictions and logs."""
+def make_cell(job: dict) -> None:
+    """Aggregate the folds' metrics.json into the cell file (ordclip.jobs.job_config "cell"): mean,
+    sample std (ddof=1), values; and draw the cell's report figures (ordclip/plots.py) from the
+    folds' predictions and logs."""
     from ordclip.plots import write_cell_figures
 
-    write_cell_figures(params, suite, dataset, method)
-    folds = list(range(n_folds(params, suite, dataset)))
+    cfg, folds = job["run"], job["folds"]
+    suite, dataset, method = cfg["suite"], cfg["dataset"]["name"], cfg["method"]["name"]
+    write_cell_figures(job)
     runs = [json.loads(Path(layout.run_file(suite, dataset, method, k, "metrics.json")).read_text()) for k in folds]
+    write_json(layout.cell_file(suite, dataset, method), {
+        "suite": suite, "dataset": dataset, "method": method, "folds": folds, "n_folds": len(folds),
+        "metrics": cell_metrics(runs),
+    })
+
+
+def cell_metrics(runs: list[dict]) -> dict:
+    """A cell's metrics from its folds' metrics.json: per table metric, the fold values, their mean
+    and sample std (ddof=1) over the folds that have one."""
     metrics = {}
     for name, (section, key) in CELL_METRICS.items():
         values = [r[section][key] for r in runs]
@@ -45,27 +55,7 @@ def make_cell(params: dict, suite: str, dataset: str, method: str) -> None:
             "std": float(arr.std(ddof=1)) if len(arr) > 1 else None,
             "values": values,
         }
-    write_json(layout.cell_file(suite, dataset, method), {
-        "suite": suite, "dataset": dataset, "method": method, "folds": folds, "n_folds": len(folds),
-        "metrics": metrics,
-    })
-
-
-def table_grid(params: dict, suite: str, name: str) -> tuple[list[str], list[str]]:
-    """(datasets, methods) of a table: table1 from the suite, table2 from its few-shot settings,
-    table3 from its ablations."""
-    s = suite_config(params, suite)
-    if name == "table1":
-        return s["datasets"], s["methods"]
-    if name == "table2":
-        if not s.get("fewshot"):
-            raise ConfigError(f"suites.{suite}.fewshot: not set, so this suite has no table2")
-        return fewshot_datasets(s), s["fewshot"]["methods"]
-    if name == "table3":
-        if not s.get("ablations"):
-            raise ConfigError(f"suites.{suite}.ablations: not set, so this suite has no table3")
-        return s["ablations"]["datasets"], s["ablations"]["methods"]
-    raise ConfigError(f"unknown table {name!r} (table1 | table2 | table3)")
+    return metrics
 
 
 def _read_cell(suite: str, dataset: str, method: str) -> dict:
@@ -175,21 +165,31 @@ TITLES = {"table1": "Table 1: methods × datasets", "table2": "Table 2: few-shot
           "table3": "Table 3: ablations"}
 
 
-def make_table(params: dict, suite: str, name: str) -> None:
-    """Write results/{name}.csv (tidy long form) and .md (the papers' wide layout)."""
-    s = suite_config(params, suite)
-    datasets, methods = table_grid(params, suite, name)
-    df = read_cells(suite, datasets, methods, s.get("overall"))
+def summary(df: pd.DataFrame) -> dict:
+    """DVC's metrics summary of a table: {dataset: {method: {metric: mean}}}."""
+    out: dict = {}
+    for row in df.itertuples():
+        out.setdefault(row.dataset, {}).setdefault(row.method, {})[row.metric] = (
+            None if pd.isna(row.mean) else float(row.mean))
+    return out
+
+
+def make_table(job: dict) -> None:
+    """Write a suite's table (ordclip.jobs.job_config "table"): results/{suite}/{name}.csv (tidy
+    long form), .md (the papers' wide layout) and .metrics.json (means, for `dvc metrics show`)."""
+    suite, name, datasets, methods = job["suite"], job["name"], job["datasets"], job["methods"]
+    df = read_cells(suite, datasets, methods, job["overall"])
     datasets = list(dict.fromkeys(df["dataset"]))
-    with atomic_path(layout.table_file(name, "csv")) as tmp:
+    with atomic_path(layout.table_file(suite, name, "csv")) as tmp:
         df.to_csv(tmp, index=False)
+    write_json(layout.table_file(suite, name, "metrics.json"), summary(df))
     folds = df.groupby("dataset", sort=False)["n_folds"].max()
     over = (f"{folds.iloc[0]} folds" if folds.nunique() == 1 else
             "the folds of each dataset (" + ", ".join(f"{d}: {n}" for d, n in folds.items()) + ")")
-    note = (f"Suite `{suite}` (backbone `{s['backbone']}`), mean ± sample std over {over}; test metrics of "
+    note = (f"Suite `{suite}` (backbone `{job['backbone']}`), mean ± sample std over {over}; test metrics of "
             f"the checkpoint selected on validation. MAE in label units.\n")
-    groups = {g: m for g, m in (s.get("overall") or {}).items() if g in datasets}
+    groups = {g: m for g, m in job["overall"].items() if g in datasets}
     for g, members in groups.items():
         note += f"`{g}` is the mean of {', '.join(members)} (per fold, then over folds).\n"
-    write_text(layout.table_file(name, "md"), f"# {TITLES[name]}\n\n{note}\n" + markdown(df, methods, datasets)
+    write_text(layout.table_file(suite, name, "md"), f"# {TITLES[name]}\n\n{note}\n" + markdown(df, methods, datasets)
                + comparison(df, published()))

@@ -28,7 +28,7 @@ from ordclip.data.loader import ImagePipeline, Part, load_fold
 from ordclip.data.splits import read_index, read_split
 from ordclip.errors import ConfigError, Preempted
 from ordclip.evaluate import select
-from ordclip.io import atomic_path, write_json, write_text
+from ordclip.io import atomic_path, sha256_file, write_json, write_text
 from ordclip.methods import METHODS, load
 from ordclip.methods.base import Stage
 from ordclip.metrics import mode_predictions, selection_score, summarize
@@ -181,29 +181,35 @@ def _write_log(path: Path, history: list[dict]) -> None:
     write_text(path, "".join(json.dumps(h, allow_nan=False) + "\n" for h in history))
 
 
-def run(params: dict, suite: str, dataset: str, method: str, fold: int, stop_after: int | None = None) -> bool:
-    """Train (or fit) one run and write its files under layout.run_dir.
+def run(job: dict, stop_after: int | None = None) -> bool:
+    """Train (or fit) one run (ordclip.jobs.job_config "train") and write its files under layout.run_dir.
 
     ``stop_after``: train at most this many epochs in this call, then return False leaving only
     the resume checkpoint (a time-boxed job); the next call resumes. True once the run is complete.
     """
-    from ordclip.config import run_config
+    from ordclip.jobs import code_hash, code_record
 
-    cfg = run_config(params, suite, dataset, method)
-    out = Path(layout.run_dir(suite, dataset, method, fold))
+    cfg, fold = job["run"], job["fold"]
+    out = Path(layout.run_dir(cfg["suite"], cfg["dataset"]["name"], cfg["method"]["name"], fold))
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     paths = inputs(cfg, fold)
+    code = code_record("train", job)
+    identity = {"config_sha256": config_hash(cfg), "code_sha256": code_hash("train", job),
+                "inputs": {k: sha256_file(p) for k, p in sorted(paths.items())}}
     if METHODS[cfg["method"]["kind"]]["trains_on"] == "features":
         device = "cpu"
         _fit_features(cfg, paths, out)
     else:
         with stop_requests() as stop:
-            device = _train_images(cfg, fold, paths, out, stop, stop_after)
+            device = _train_images(cfg, fold, paths, out, stop, stop_after, identity)
         if device is None:
             return False
     final = {name.split(".")[0]: str(out / name) for name in ("model.pt", "outputs.npz")}
-    write_json(out / "run.json", lineage(cfg, fold, paths, final, str(device), time.time() - t0))
+    record = lineage(cfg, fold, paths, final, str(device), time.time() - t0)
+    record["code"] = {"sha256": identity["code_sha256"], "files": code}
+    write_json(out / "run.json", record)
+    (out / "resume.pt").unlink(missing_ok=True)
     return True
 
 
@@ -247,14 +253,14 @@ def load_trained(cfg: dict, model_pt: str | Path, weights: str, device: str = "c
     return method.eval()
 
 
-def _save_resume(path: Path, chash: str, at: tuple[int, int], method, names: list[str], opt, sched,
+def _save_resume(path: Path, identity: dict, at: tuple[int, int], method, names: list[str], opt, sched,
                  gen: torch.Generator, history: list[dict], best: dict, per_part: dict[str, list[dict]],
                  partial: dict | None = None) -> None:
     """Write resume.pt atomically: the state from which training continues at stage/epoch ``at``
     (and, with ``partial``, at that step inside the epoch). ``opt``/``sched`` None: a new stage."""
     with atomic_path(path) as tmp:
         torch.save({
-            "config_sha256": chash, "stage": at[0], "stage_epoch": at[1],
+            "identity": identity, "stage": at[0], "stage_epoch": at[1],
             "model": trainable_state(method, names),
             "optimizer": opt.state_dict() if opt is not None else None,
             "scheduler": sched.state_dict() if sched is not None else None, "generator": gen.get_state(),
@@ -265,8 +271,24 @@ def _save_resume(path: Path, chash: str, at: tuple[int, int], method, names: lis
         }, tmp)
 
 
+def resume_mismatch(saved: dict | None, identity: dict) -> str | None:
+    """Why a resume checkpoint made under ``saved`` (its identity) is not the same run as
+    ``identity`` (configuration, code and input hashes), or None when it is."""
+    if saved is None:
+        return "it records no configuration, code and input hashes (an older format)"
+    if saved.get("config_sha256") != identity["config_sha256"]:
+        return "the run's configuration changed"
+    if saved.get("code_sha256") != identity["code_sha256"]:
+        return "the code the run executes changed"
+    changed = sorted(k for k in {*saved.get("inputs", {}), *identity["inputs"]}
+                     if saved.get("inputs", {}).get(k) != identity["inputs"].get(k))
+    if changed:
+        return f"its input file(s) changed: {', '.join(changed)}"
+    return None
+
+
 def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path, stop: list[int],
-                  stop_after: int | None = None) -> torch.device | None:
+                  stop_after: int | None, identity: dict) -> torch.device | None:
     mcfg, bb, ds = cfg["method"], cfg["backbone"], cfg["dataset"]
     device = device_for(cfg["device"])
     amp = amp_context(device, cfg.get("precision", "auto"))
@@ -279,7 +301,6 @@ def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path, stop: 
     stages = method.stages()
     names = trainable_names(method, stages)
     gen = torch.Generator().manual_seed(cfg["seed"])
-    chash = config_hash(cfg)
 
     history: list[dict] = []
     per_part: dict[str, list[dict]] = {"val": [], "test": []}
@@ -288,7 +309,8 @@ def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path, stop: 
     resume_path = out / "resume.pt"
     if resume_path.exists():
         ckpt = torch.load(resume_path, map_location="cpu", weights_only=True)
-        if ckpt["config_sha256"] == chash:
+        why = resume_mismatch(ckpt.get("identity"), identity)
+        if why is None:
             method.load_state_dict(ckpt["model"], strict=False)
             history, best = ckpt["history"], ckpt["best"]
             per_part = {p: [{k: v.numpy() for k, v in o.items()} for o in lst] for p, lst in ckpt["outputs"].items()}
@@ -300,7 +322,7 @@ def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path, stop: 
             at = f", step {partial['next'] // mcfg['batch_size']}" if partial else ""
             print(f"resuming from {resume_path}: stage {start_stage}, epoch {start_epoch}{at}", file=sys.stderr)
         else:
-            print(f"{resume_path} was made with another configuration; starting afresh", file=sys.stderr)
+            print(f"{resume_path} is not this run ({why}); starting afresh", file=sys.stderr)
 
     batch_size = mcfg["batch_size"]
     steps = [s.epochs * math.ceil(len(parts["train"].index) / batch_size) for s in stages]
@@ -326,7 +348,7 @@ def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path, stop: 
             losses, partial = _train_epoch(method, stage, parts["train"], pipeline, opt, gen, batch_size, amp, bar,
                                            stop, partial)
             if partial is not None:
-                _save_resume(resume_path, chash, (si, epoch), method, names, opt, sched, gen, history, best,
+                _save_resume(resume_path, identity, (si, epoch), method, names, opt, sched, gen, history, best,
                              per_part, partial)
                 bar.close()
                 raise Preempted(stop[0], str(resume_path))
@@ -349,7 +371,7 @@ def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path, stop: 
                   + f" val {mcfg['select_on']}={abs(score):.3f}", file=sys.stderr)
             _write_log(out / "log.jsonl", history)
             nxt = (si, epoch + 1) if epoch + 1 < stage.epochs else (si + 1, 0)
-            _save_resume(resume_path, chash, nxt, method, names, opt if nxt[0] == si else None,
+            _save_resume(resume_path, identity, nxt, method, names, opt if nxt[0] == si else None,
                          sched if nxt[0] == si else None, gen, history, best, per_part)
             opt_state = None
             epochs_this_call += 1
@@ -365,5 +387,4 @@ def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path, stop: 
     with atomic_path(out / "model.pt") as tmp:
         torch.save({"format": "ordclip-run/1", "method": mcfg, "candidate": history[best["candidate"]]["name"],
                     "state": best["state"]}, tmp)
-    resume_path.unlink(missing_ok=True)
     return device

@@ -35,7 +35,7 @@ def prepare_fading(root: Path, extra_params: str, *extra_verbs: list[str]) -> li
         mp.chdir(root)
         for verb in (["generate", "--dataset", "fading"], ["prepare", "--dataset", "fading", "--size", "36"],
                      ["split", "--suite", "demo", "--dataset", "fading", "--fold", "0"],
-                     ["backbone", "--name", "tiny"], *extra_verbs):
+                     ["backbone", "--backbone", "tiny"], *extra_verbs):
             assert main(verb[:1] + args + verb[1:]) == 0
     return files
 

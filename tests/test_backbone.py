@@ -52,7 +52,7 @@ def test_weights_by_url_are_verified_and_load(tmp_path, server, monkeypatch, fmt
     monkeypatch.chdir(tmp_path)
     rc = main(["backbone", "--params", str(ROOT / "params.yaml"),
                "--params", _params(tmp_path, {"url": f"{base}/tiny.pt", "sha256": digest, "format": fmt}),
-               "--name", "fetched"])
+               "--backbone", "fetched"])
     assert rc == 0
     model = create_backbone(TINY, tmp_path / "data/weights/fetched.pt")
     for name, value in source.state_dict().items():
@@ -65,7 +65,7 @@ def test_a_wrong_checksum_stops_and_leaves_no_weights(tmp_path, server, monkeypa
     monkeypatch.chdir(tmp_path)
     rc = main(["backbone", "--params", str(ROOT / "params.yaml"),
                "--params", _params(tmp_path, {"url": f"{base}/tiny.pt", "sha256": "0" * 64}),
-               "--name", "fetched"])
+               "--backbone", "fetched"])
     err = capsys.readouterr().err
     assert rc == 2 and "0" * 64 in err and "tiny.pt" in err
     assert not (tmp_path / "data/weights/fetched.pt").exists()
@@ -76,5 +76,5 @@ def test_a_file_that_is_no_openai_checkpoint_is_named(tmp_path, monkeypatch, cap
     monkeypatch.chdir(tmp_path)
     rc = main(["backbone", "--params", str(ROOT / "params.yaml"),
                "--params", _params(tmp_path, {"path": str(tmp_path / "junk.pt"), "format": "openai"}),
-               "--name", "fetched"])
+               "--backbone", "fetched"])
     assert rc == 2 and "junk.pt: not an OpenAI CLIP checkpoint" in capsys.readouterr().err

@@ -9,6 +9,7 @@ import pytest
 from conftest import ROOT
 from ordclip import layout
 from ordclip.config import load_params
+from ordclip.jobs import job_config
 from ordclip.errors import ConfigError
 from ordclip.evaluate import evaluate
 
@@ -25,5 +26,5 @@ def test_a_prediction_mode_the_run_lacks_is_a_named_config_error(in_tmp):
              val_index=np.arange(3), test_index=np.arange(3))
     with pytest.raises(ConfigError, match=r"methods\.numclip\.select_on: prediction mode 'max' is not produced .*"
                                           r"demo/counting/numclip/fold0 has \['value'\]"):
-        evaluate(params, "demo", "counting", "numclip", 0)
+        evaluate(job_config(params, "evaluate", suite="demo", dataset="counting", method="numclip", fold=0))
     assert out.is_file() and not out.with_name("metrics.json").exists()

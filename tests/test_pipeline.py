@@ -1,5 +1,6 @@
 """End to end: a reduced demo suite through Snakemake in a temporary directory."""
 
+import json
 import math
 import re
 import os
@@ -50,9 +51,10 @@ def test_dry_run_plans_every_cell(repo_copy):
     out = proc.stdout + proc.stderr
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
     assert counts["train"] == "54" and counts["cell"] == "18" and counts["table"] == "1"
+    assert counts["default_table"] == "1"
     table3 = _snakemake(repo_copy, "-n", "results/table3.csv")
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", table3.stdout + table3.stderr, flags=re.M))
-    assert counts["cell"] == "12" and counts["table3"] == "1"
+    assert counts["cell"] == "12" and counts["table"] == "1"
 
 
 def test_paper_suite_plans_every_cell_without_data(repo_copy):
@@ -70,7 +72,7 @@ def test_paper_suite_plans_every_cell_without_data(repo_copy):
     assert int(counts["cell"]) == len(s["datasets"]) * len(s["methods"]) + len(fewshot_datasets(s)) * len(
         s["fewshot"]["methods"])
     assert counts["fetch"] == str(len(s["datasets"])) and counts["backbone"] == "1"
-    assert counts["table"] == "1" and counts["table2"] == "1"
+    assert counts["table"] == "2" and counts["default_table"] == "2"
 
 
 @pytest.mark.slow
@@ -81,6 +83,13 @@ def test_reduced_demo_suite(repo_copy):
     proc = _snakemake(repo_copy, *args)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
+    for name in ("table1", "table2", "table3"):  # the default suite's tables, copied to results/
+        for ext in ("csv", "md"):
+            assert (repo_copy / f"results/{name}.{ext}").read_bytes() == (
+                repo_copy / f"results/demo/{name}.{ext}").read_bytes()
+    assert json.loads((repo_copy / "results/demo/table1.metrics.json").read_text())["fading"]["coop"]["mae"] > 0
+    curves = pd.read_csv(repo_copy / "results/demo/runs/blur/coop/fold1/curves.csv")
+    assert list(curves.candidate) == [0, 1] and curves.val_mae.notna().all()
     table = pd.read_csv(repo_copy / "results/table1.csv")
     assert list(table.columns) == ["suite", "dataset", "method", "metric", "mean", "std", "n_folds"]
     for metric in ("mae", "acc"):

@@ -9,6 +9,7 @@ import pytest
 from conftest import ROOT
 from ordclip import layout, plots
 from ordclip.config import load_params
+from ordclip.jobs import job_config
 from ordclip.errors import DataError
 from ordclip.tables import make_cell
 
@@ -88,7 +89,7 @@ def test_rank_labels_are_names_or_label_values():
 
 def test_make_cell_writes_the_json_and_four_figures(in_tmp, params):
     _write_runs("coop")
-    make_cell(params, "demo", "fading", "coop")
+    make_cell(job_config(params, "cell", suite="demo", dataset="fading", method="coop"))
     assert json.loads(Path(layout.cell_file("demo", "fading", "coop")).read_text())["n_folds"] == 2
     for name in layout.CELL_FIGURES:
         path = layout.cell_figure("demo", "fading", "coop", name)
@@ -99,7 +100,7 @@ def test_make_cell_writes_the_json_and_four_figures(in_tmp, params):
 
 def test_figure_numbers_equal_a_hand_count(in_tmp, params):
     _write_runs("coop")
-    runs = plots.load_cell_runs(params, "demo", "fading", "coop")
+    runs = plots.load_cell_runs(job_config(params, "cell", suite="demo", dataset="fading", method="coop"))
     assert runs.rank_labels == FADING and runs.report == {"mae": "exp", "acc": "max"}
     hand = np.zeros((5, 5), dtype=int)
     for rows in FOLDS:
@@ -123,10 +124,10 @@ def test_figure_numbers_equal_a_hand_count(in_tmp, params):
 def test_feature_methods_draw_candidates_or_say_nothing_is_trained(in_tmp, params):
     _write_runs("linear_probe")
     _write_runs("zeroshot")
-    probe = plots.plot_curves(plots.load_cell_runs(params, "demo", "fading", "linear_probe"), in_tmp / "lp.png")
+    probe = plots.plot_curves(plots.load_cell_runs(job_config(params, "cell", suite="demo", dataset="fading", method="linear_probe")), in_tmp / "lp.png")
     assert probe["kind"] == "candidates" and probe["x"] == ["C=0.1", "C=1", "C=10"] and probe["loss"] == {}
     assert probe["test_mae"][1] == pytest.approx([2.0, 3.0, 4.0])
-    zero = plots.plot_curves(plots.load_cell_runs(params, "demo", "fading", "zeroshot"), in_tmp / "zs.png")
+    zero = plots.plot_curves(plots.load_cell_runs(job_config(params, "cell", suite="demo", dataset="fading", method="zeroshot")), in_tmp / "zs.png")
     assert zero["kind"] == "single" and zero["val_mae"] == [[1.0], [2.0]]
     assert _png_size(in_tmp / "lp.png") == _png_size(in_tmp / "zs.png") == (500, 400)
 
@@ -136,10 +137,10 @@ def test_bad_run_files_are_named(in_tmp, params):
     path = Path(layout.run_file("demo", "fading", "coop", 1, "predictions.csv"))
     path.write_text("index,path,label,rank,pred_max\n0,a.png,1,1,1\n")
     with pytest.raises(DataError, match=r"fold1/predictions.csv: missing column\(s\) \['pred_exp'\]"):
-        plots.load_cell_runs(params, "demo", "fading", "coop")
+        plots.load_cell_runs(job_config(params, "cell", suite="demo", dataset="fading", method="coop"))
     path.unlink()
     with pytest.raises(DataError, match="fold1/predictions.csv: not found"):
-        make_cell(params, "demo", "fading", "coop")
+        make_cell(job_config(params, "cell", suite="demo", dataset="fading", method="coop"))
     Path(layout.run_file("demo", "fading", "coop", 0, "log.jsonl")).write_text("")
     with pytest.raises(DataError, match="fold0/log.jsonl: no entries"):
-        plots.load_cell_runs(params, "demo", "fading", "coop")
+        plots.load_cell_runs(job_config(params, "cell", suite="demo", dataset="fading", method="coop"))

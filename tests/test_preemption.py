@@ -16,6 +16,7 @@ from conftest import prepare_fading
 from ordclip import layout
 from ordclip.config import load_params
 from ordclip.errors import Preempted
+from ordclip.jobs import job_config
 from ordclip.train import run
 
 SMALL = """
@@ -30,6 +31,10 @@ suites:
 RUN = ("demo", "fading", "ordinalclip", 0)
 
 
+def _job(params):
+    return job_config(params, "train", **dict(zip(("suite", "dataset", "method", "fold"), RUN)))
+
+
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     """A working directory with fading generated, prepared and split, a tiny backbone, and the
@@ -40,7 +45,7 @@ def small(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         params = load_params(files)
-        assert run(params, *RUN)
+        assert run(_job(params))
         run_dir = root / layout.run_dir(*RUN)
         reference = _results(run_dir)
         shutil.rmtree(run_dir)
@@ -86,7 +91,7 @@ def test_signal_mid_epoch_checkpoints_and_resumes_exactly(small, monkeypatch, si
     monkeypatch.setattr(SignalAtStep, "calls", 0)
     before = signal.getsignal(signum)
     with pytest.raises(Preempted) as stopped:
-        run(params, *RUN)
+        run(_job(params))
     assert stopped.value.signum == signum and stopped.value.exit_code == 128 + signum
     assert signal.getsignal(signum) is before  # the previous handler is back
     ckpt = torch.load(run_dir / "resume.pt", weights_only=True)
@@ -94,7 +99,7 @@ def test_signal_mid_epoch_checkpoints_and_resumes_exactly(small, monkeypatch, si
     assert len(ckpt["history"]) == 1 and not (run_dir / "model.pt").exists()
 
     monkeypatch.setattr(SignalAtStep, "at", 0)
-    assert run(params, *RUN)
+    assert run(_job(params))
     assert SignalAtStep.calls == 4 * 5  # 7 steps, then the other 13: none repeated, none skipped
     _assert_same(_results(run_dir), reference)
     assert not (run_dir / "resume.pt").exists()

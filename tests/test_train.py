@@ -10,6 +10,7 @@ import torch
 from conftest import prepare_fading
 from ordclip import layout
 from ordclip.config import load_params, run_config
+from ordclip.jobs import job_config
 from ordclip.evaluate import evaluate
 from ordclip.train import load_trained, predict_part, run
 
@@ -42,17 +43,17 @@ def test_same_seed_same_result_and_resume(small, monkeypatch):
     root, params = small
     monkeypatch.chdir(root)
     run_dir = root / layout.run_dir("demo", "fading", "ordinalclip", 0)
-    assert run(params, "demo", "fading", "ordinalclip", 0)
+    assert run(job_config(params, "train", suite="demo", dataset="fading", method="ordinalclip", fold=0))
     first = _outputs(run_dir)
     first_state = torch.load(run_dir / "model.pt", weights_only=True)["state"]
     assert len(first["candidates"]) == 3 and not (run_dir / "resume.pt").exists()
     shutil.rmtree(run_dir)
 
     # Interrupted after one epoch: only the checkpoint is left; the next call resumes from it.
-    assert not run(params, "demo", "fading", "ordinalclip", 0, stop_after=1)
+    assert not run(job_config(params, "train", suite="demo", dataset="fading", method="ordinalclip", fold=0), stop_after=1)
     assert (run_dir / "resume.pt").exists() and not (run_dir / "outputs.npz").exists()
     assert len((run_dir / "log.jsonl").read_text().splitlines()) == 1
-    assert run(params, "demo", "fading", "ordinalclip", 0)
+    assert run(job_config(params, "train", suite="demo", dataset="fading", method="ordinalclip", fold=0))
     resumed = _outputs(run_dir)
     for key in first:
         np.testing.assert_array_equal(first[key], resumed[key], err_msg=key)
@@ -66,7 +67,7 @@ def test_same_seed_same_result_and_resume(small, monkeypatch):
 def test_checkpoint_reproduces_recorded_outputs(small, monkeypatch):
     root, params = small
     monkeypatch.chdir(root)
-    assert run(params, "demo", "fading", "coop", 0)
+    assert run(job_config(params, "train", suite="demo", dataset="fading", method="coop", fold=0))
     run_dir = root / layout.run_dir("demo", "fading", "coop", 0)
     cfg = run_config(params, "demo", "fading", "coop")
     method = load_trained(cfg, run_dir / "model.pt", layout.backbone_weights("tiny"))
@@ -85,8 +86,8 @@ def test_checkpoint_reproduces_recorded_outputs(small, monkeypatch):
 def test_feature_methods_and_evaluate(small, monkeypatch, method):
     root, params = small
     monkeypatch.chdir(root)
-    assert run(params, "demo", "fading", method, 0)
-    evaluate(params, "demo", "fading", method, 0)
+    assert run(job_config(params, "train", suite="demo", dataset="fading", method=method, fold=0))
+    evaluate(job_config(params, "evaluate", suite="demo", dataset="fading", method=method, fold=0))
     run_dir = root / layout.run_dir("demo", "fading", method, 0)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert set(metrics["test"]) == {"mae", "acc", "one_off_acc", "qwk"}

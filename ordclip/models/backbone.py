@@ -96,3 +96,35 @@ def encode_texts(model: nn.Module, tok, texts: list[str]) -> torch.Tensor:
     ids = tok(texts).to(next(model.parameters()).device)
     emb = model.token_embedding(ids)
     return encode_token_embeddings(model, emb, ids.argmax(dim=-1))
+
+
+def write_weights(cfg: dict, out: str | Path) -> None:
+    """Write backbone ``cfg``'s weights file ``out`` as an open_clip state_dict: a seeded random
+    initialisation (``weights.init_seed``), a download checked by sha256 (``weights.url``), or a
+    local file (``weights.path``, checked when ``weights.sha256`` is given); OpenAI's format is
+    converted (``weights.format: openai``)."""
+    import shutil
+
+    from ordclip import layout
+    from ordclip.io import sha256_file
+
+    weights = cfg["weights"]
+    if "init_seed" in weights:
+        init_weights(cfg, out)
+        return
+    if "url" in weights:
+        from ordclip.data.fetch import download
+
+        source = Path(layout.downloads_dir()) / Path(weights["url"]).name
+        download(weights["url"], source, weights["sha256"])
+    else:
+        source = Path(weights["path"])
+        digest = sha256_file(source) if "sha256" in weights else None
+        if digest is not None and digest != weights["sha256"]:
+            raise ConfigError(f"backbones.{cfg['name']}.weights: {source} has sha256 {digest}, "
+                              f"expected {weights['sha256']}")
+    if weights.get("format", "open_clip") == "openai":
+        convert_openai(source, out)
+        return
+    with atomic_path(out) as tmp:
+        shutil.copyfile(source, tmp)

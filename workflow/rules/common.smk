@@ -1,8 +1,6 @@
 # Shared helpers: parameter validation, the CLI's --params arguments, targets and job resources.
-import shlex
-from pathlib import Path
+import functools
 
-import yaml
 from snakemake.exceptions import WorkflowError
 
 from ordclip import layout as L
@@ -13,13 +11,13 @@ from ordclip.config import (
     n_folds,
     raw_source,
     run_config,
-    split_config,
     suite_config,
+    table_grid,
     validate_schema,
 )
 from ordclip.data.registry import DATASET_KINDS
 from ordclip.errors import ConfigError
-from ordclip.tables import table_grid
+from ordclip.jobs import KEYS, code_hash, job_config, job_json
 from ordclip.methods import METHODS
 
 try:  # workflow/schemas/params.schema.yaml, then the cross-checks; errors name the key path
@@ -37,26 +35,27 @@ SUITE = config["suite"]
 shell.prefix("set -euo pipefail; trap : TERM USR1; ")
 
 
-def _relative(path):
-    path = Path(path)
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
+@functools.lru_cache(maxsize=None)
+def _job(verb, keys):
+    job = job_config(config, verb, **dict(keys))
+    return job_json(job), code_hash(verb, job)
 
 
-def _cli_params():
-    """The params files and --config values Snakemake merged, as arguments of the CLI."""
-    files = ["params.yaml"] + [_relative(f) for f in workflow.overwrite_configfiles]
-    args = [f"--params {shlex.quote(f)}" for f in dict.fromkeys(files)]
-    for key, value in workflow.config_settings.config.items():
-        if key != "suite":
-            dumped = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
-            args.append(f"--set {shlex.quote(f'{key}={dumped}')}")
-    return " ".join(args)
+def job_params(verb):
+    """A rule's params: its job's resolved configuration as JSON (ordclip.jobs.job_config) and the
+    sha256 of the ordclip code the job runs. Snakemake reruns a job when either changes; the names
+    and order of the params files that supplied the values do not matter."""
+    def keys(wc):
+        return tuple((k, wc[k]) for k in KEYS[verb])
+
+    return {"job": lambda wc: _job(verb, keys(wc))[0], "code": lambda wc: _job(verb, keys(wc))[1]}
 
 
-CFG = _cli_params()
+def ordclip_shell(verb):
+    """The shell command of every rule: one CLI verb run with its job's configuration and code hash."""
+    return f"python -m ordclip {verb} --job {{params.job:q}} --code {{params.code}} > {{log}} 2>&1"
+
+
 def datasets_from(source):
     """Names of the datasets whose raw files come from ``source`` (generate | fetch | csv)."""
     return [n for n, d in config["datasets"].items() if DATASET_KINDS[d["kind"]]["source"] == source]

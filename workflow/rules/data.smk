@@ -7,8 +7,7 @@ rule generate:
     wildcard_constraints:
         dataset="|".join(GENERATED) or "^$",
     params:
-        cfg=CFG,
-        dataset=lambda wc: dataset_config(config, wc.dataset),
+        **job_params("generate"),
     resources:
         runtime=30,
         mem_mb=2000,
@@ -17,7 +16,7 @@ rule generate:
     log:
         L.log_file("data", "generate", "{dataset}"),
     shell:
-        "python -m ordclip generate {params.cfg} --dataset {wildcards.dataset} > {log} 2>&1"
+        ordclip_shell("generate")
 
 
 # Downloads run on the submit host (login nodes have internet; compute nodes often do not).
@@ -32,14 +31,13 @@ rule fetch:
     wildcard_constraints:
         dataset="|".join(FETCHED) or "^$",
     params:
-        cfg=CFG,
-        dataset=lambda wc: dataset_config(config, wc.dataset),
+        **job_params("fetch"),
     conda:
         "../envs/ordclip.yaml"
     log:
         L.log_file("data", "fetch", "{dataset}"),
     shell:
-        "python -m ordclip fetch {params.cfg} --dataset {wildcards.dataset} > {log} 2>&1"
+        ordclip_shell("fetch")
 
 
 rule prepare:
@@ -49,8 +47,7 @@ rule prepare:
         images=L.prepared_images("{dataset}", "{size}"),
         index=L.prepared_index("{dataset}", "{size}"),
     params:
-        cfg=CFG,
-        ranks=lambda wc: dataset_config(config, wc.dataset).get("ranks"),
+        **job_params("prepare"),
     resources:
         runtime=120,
         mem_mb=prepare_mem_mb,
@@ -59,7 +56,7 @@ rule prepare:
     log:
         L.log_file("data", "prepare", "{dataset}", "{size}"),
     shell:
-        "python -m ordclip prepare {params.cfg} --dataset {wildcards.dataset} --size {wildcards.size} > {log} 2>&1"
+        ordclip_shell("prepare")
 
 
 rule split:
@@ -68,8 +65,7 @@ rule split:
     output:
         L.split_file("{suite}", "{dataset}", "{fold}"),
     params:
-        cfg=CFG,
-        split=lambda wc: split_config(config, wc.suite, wc.dataset),
+        **job_params("split"),
     resources:
         runtime=10,
         mem_mb=1000,
@@ -78,19 +74,17 @@ rule split:
     log:
         L.log_file("{suite}", "split", "{dataset}", "fold{fold}"),
     shell:
-        "python -m ordclip split {params.cfg} --suite {wildcards.suite} --dataset {wildcards.dataset} "
-        "--fold {wildcards.fold} > {log} 2>&1"
+        ordclip_shell("split")
 
 
 rule backbone:
     output:
         L.backbone_weights("{backbone}"),
     params:
-        cfg=CFG,
-        backbone=lambda wc: backbone_config(config, wc.backbone),
+        **job_params("backbone"),
     conda:
         "../envs/ordclip.yaml"
     log:
         L.log_file("data", "backbone", "{backbone}"),
     shell:
-        "python -m ordclip backbone {params.cfg} --name {wildcards.backbone} > {log} 2>&1"
+        ordclip_shell("backbone")

@@ -9,9 +9,7 @@ rule embed:
     output:
         L.features("{suite}", "{dataset}"),
     params:
-        cfg=CFG,
-        backbone=lambda wc: suite_backbone(wc.suite),
-        dataset=lambda wc: dataset_config(config, wc.dataset),
+        **job_params("embed"),
     threads: embed_threads
     resources:
         gpu=embed_gpu,
@@ -23,4 +21,4 @@ rule embed:
     log:
         L.log_file("{suite}", "embed", "{dataset}"),
     shell:
-        "python -m ordclip embed {params.cfg} --suite {wildcards.suite} --dataset {wildcards.dataset} > {log} 2>&1"
+        ordclip_shell("embed")

@@ -4,16 +4,15 @@
 rule evaluate:
     input:
         outputs=L.run_file("{suite}", "{dataset}", "{method}", "{fold}", "outputs.npz"),
+        log=L.run_file("{suite}", "{dataset}", "{method}", "{fold}", "log.jsonl"),
         index=prepared_index_of,
     output:
-        metrics=L.run_file("{suite}", "{dataset}", "{method}", "{fold}", "metrics.json"),
-        predictions=L.run_file("{suite}", "{dataset}", "{method}", "{fold}", "predictions.csv"),
-    params:
-        cfg=CFG,
-        selection=lambda wc: {
-            k: run_config(config, wc.suite, wc.dataset, wc.method)["method"][k]
-            for k in ("select_on", "report")
+        **{
+            name.split(".")[0]: L.run_file("{suite}", "{dataset}", "{method}", "{fold}", name)
+            for name in L.RUN_EVAL_FILES
         },
+    params:
+        **job_params("evaluate"),
     resources:
         runtime=15,
         mem_mb=2000,
@@ -22,5 +21,4 @@ rule evaluate:
     log:
         L.log_file("{suite}", "evaluate", "{dataset}", "{method}", "fold{fold}"),
     shell:
-        "python -m ordclip evaluate {params.cfg} --suite {wildcards.suite} --dataset {wildcards.dataset} "
-        "--method {wildcards.method} --fold {wildcards.fold} > {log} 2>&1"
+        ordclip_shell("evaluate")

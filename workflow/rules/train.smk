@@ -10,8 +10,7 @@ rule train:
             for name in L.RUN_TRAIN_FILES
         },
     params:
-        cfg=CFG,
-        run=lambda wc: run_config(config, wc.suite, wc.dataset, wc.method),
+        **job_params("train"),
     threads: train_threads
     resources:
         gpu=train_gpu,
@@ -23,5 +22,4 @@ rule train:
     log:
         L.log_file("{suite}", "train", "{dataset}", "{method}", "fold{fold}"),
     shell:
-        "python -m ordclip train {params.cfg} --suite {wildcards.suite} --dataset {wildcards.dataset} "
-        "--method {wildcards.method} --fold {wildcards.fold} > {log} 2>&1"
+        ordclip_shell("train")

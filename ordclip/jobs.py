@@ -1,0 +1,193 @@
+"""What one job of the pipeline depends on: its resolved configuration and the code it runs.
+
+Every Snakemake rule passes ``job_config(params, verb, **keys)`` (as JSON) and ``code_hash(verb, job)``
+to ``python -m ordclip <verb> --job JSON --code HASH``, and keeps both in its ``params``. So a job
+is rerun exactly when the configuration it uses or the content of the code it runs changes, never
+because of which params files supplied the values, their order, or file modification times.
+
+The code of a verb is the set of ordclip modules its entry module imports, followed transitively
+through every ``import ordclip...`` statement (also those inside functions), plus the modules the
+job picks at run time (its method's or dataset kind's module) and the package data files it reads.
+Any byte of those files counts, comments included.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Mapping
+
+from ordclip.errors import ConfigError
+
+PACKAGE = Path(__file__).resolve().parent
+
+# verb -> the module holding its implementation (the CLI only dispatches) and package data it reads
+VERBS: dict[str, dict[str, tuple[str, ...]]] = {
+    "generate": {"modules": ("ordclip.data.synthetic",), "data": ()},
+    "fetch": {"modules": ("ordclip.data.fetch",), "data": ()},
+    "prepare": {"modules": ("ordclip.data.prepare",), "data": ()},
+    "split": {"modules": ("ordclip.data.splits",), "data": ()},
+    "backbone": {"modules": ("ordclip.models.backbone",), "data": ("models/configs",)},
+    "embed": {"modules": ("ordclip.embed",), "data": ("models/configs",)},
+    "train": {"modules": ("ordclip.train",), "data": ("models/configs",)},
+    "evaluate": {"modules": ("ordclip.evaluate",), "data": ()},
+    "cell": {"modules": ("ordclip.tables", "ordclip.plots"), "data": ()},
+    "table": {"modules": ("ordclip.tables",), "data": ("published.yaml",)},
+}
+
+
+# the keys of each verb's jobs: the wildcards of its Snakemake rule, the options of its CLI verb
+KEYS = {
+    "generate": ("dataset",), "fetch": ("dataset",), "prepare": ("dataset", "size"),
+    "split": ("suite", "dataset", "fold"), "backbone": ("backbone",), "embed": ("suite", "dataset"),
+    "train": ("suite", "dataset", "method", "fold"), "evaluate": ("suite", "dataset", "method", "fold"),
+    "cell": ("suite", "dataset", "method"), "table": ("suite", "name"),
+}
+
+
+def job_config(params: Mapping, verb: str, **keys: Any) -> dict:
+    """The resolved configuration one job of ``verb`` uses, and nothing else.
+
+    keys: generate/fetch ``dataset``; prepare ``dataset, size``; split ``suite, dataset, fold``;
+    backbone ``backbone``; embed ``suite, dataset``; train/evaluate ``suite, dataset, method, fold``;
+    cell ``suite, dataset, method``; table ``suite, name``.
+    """
+    from ordclip import config as C
+
+    if verb in ("generate", "fetch"):
+        return {"dataset": C.dataset_config(params, keys["dataset"])}
+    if verb == "prepare":
+        ds = C.dataset_config(params, keys["dataset"])
+        labels_csv, image_root = C.raw_source(params, keys["dataset"])
+        return {"dataset": ds["name"], "size": int(keys["size"]), "ranks": ds.get("ranks"),
+                "labels_csv": labels_csv, "image_root": image_root,
+                **({"duplicates": ds["duplicates"]} if "duplicates" in ds else {})}
+    if verb == "split":
+        suite, dataset = keys["suite"], keys["dataset"]
+        bb = C.backbone_config(params, C.suite_config(params, suite)["backbone"])
+        return {"suite": suite, "dataset": dataset, "data": C.dataset_config(params, dataset)["data"],
+                "resize": bb["resize"], "fold": int(keys["fold"]), "split": C.split_config(params, suite, dataset)}
+    if verb == "backbone":
+        return {"backbone": C.backbone_config(params, keys["backbone"])}
+    if verb == "embed":
+        s = C.suite_config(params, keys["suite"])
+        return {"suite": keys["suite"], "seed": params["seed"], "device": s.get("device", "auto"),
+                "backbone": C.backbone_config(params, s["backbone"]),
+                "dataset": C.dataset_config(params, keys["dataset"])}
+    if verb in ("train", "evaluate"):
+        return {"run": C.run_config(params, keys["suite"], keys["dataset"], keys["method"]),
+                "fold": int(keys["fold"])}
+    if verb == "cell":
+        return {"run": C.run_config(params, keys["suite"], keys["dataset"], keys["method"]),
+                "folds": list(range(C.n_folds(params, keys["suite"], keys["dataset"])))}
+    if verb == "table":
+        s = C.suite_config(params, keys["suite"])
+        datasets, methods = C.table_grid(params, keys["suite"], keys["name"])
+        return {"suite": keys["suite"], "name": keys["name"], "backbone": s["backbone"],
+                "datasets": datasets, "methods": methods, "overall": s.get("overall") or {}}
+    raise ConfigError(f"unknown verb {verb!r} (one of {sorted(VERBS)})")
+
+
+def job_json(job: Mapping) -> str:
+    """The canonical JSON text of a job's configuration (sorted keys, no spaces)."""
+    return json.dumps(job, sort_keys=True, separators=(",", ":"), default=str)
+
+
+# --- the code a job runs -------------------------------------------------------------------------
+
+def _module_file(name: str) -> Path | None:
+    """The source file of ordclip module ``name`` (a package's __init__.py), or None."""
+    parts = name.split(".")
+    if parts[0] != "ordclip":
+        return None
+    if len(parts) == 1:
+        return PACKAGE / "__init__.py"
+    rel = Path(*parts[1:])
+    for path in (PACKAGE / rel.with_suffix(".py"), PACKAGE / rel / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _imported(name: str, path: Path) -> set[str]:
+    """The ordclip modules that module ``name`` (at ``path``) imports anywhere in its body, and the
+    packages that contain them."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_bytes(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                pkg = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+                base = ".".join(pkg[:len(pkg) - node.level + 1] + ([base] if base else []))
+            targets = [base] + [f"{base}.{a.name}" for a in node.names]
+        else:
+            continue
+        for target in targets:
+            parts = target.split(".")
+            if parts[0] != "ordclip":
+                continue
+            for i in range(1, len(parts) + 1):  # the module and every package above it run on import
+                if _module_file(".".join(parts[:i])) is not None:
+                    out.add(".".join(parts[:i]))
+    return out
+
+
+@lru_cache(maxsize=None)
+def module_closure(roots: tuple[str, ...]) -> tuple[str, ...]:
+    """Every ordclip module that importing ``roots`` may run, sorted."""
+    seen: set[str] = set()
+    todo = [r for root in roots for r in (".".join(root.split(".")[:i]) for i in range(1, root.count(".") + 2))]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        path = _module_file(name)
+        if path is None:
+            raise ConfigError(f"module {name!r} is not part of the ordclip package ({PACKAGE})")
+        seen.add(name)
+        todo.extend(_imported(name, path) - seen)
+    return tuple(sorted(seen))
+
+
+def _runtime_modules(verb: str, job: Mapping) -> tuple[str, ...]:
+    """Modules a job imports by name at run time: its method's, or its dataset kind's."""
+    from ordclip.data.registry import DATASET_KINDS
+    from ordclip.methods import METHODS
+
+    if verb == "train":
+        return (METHODS[job["run"]["method"]["kind"]]["module"],)
+    if verb == "fetch":
+        return (DATASET_KINDS[job["dataset"]["kind"]]["module"],)
+    return ()
+
+
+def code_files(verb: str, job: Mapping) -> list[Path]:
+    """The source and data files of the ordclip package that a job of ``verb`` runs or reads."""
+    if verb not in VERBS:
+        raise ConfigError(f"unknown verb {verb!r} (one of {sorted(VERBS)})")
+    modules = module_closure(tuple(sorted({*VERBS[verb]["modules"], *_runtime_modules(verb, job)})))
+    files = [_module_file(m) for m in modules]
+    for rel in VERBS[verb]["data"]:
+        path = PACKAGE / rel
+        files += sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return files
+
+
+def _file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def code_record(verb: str, job: Mapping) -> dict[str, str]:
+    """{file path relative to the package's parent: sha256} of the code a job runs."""
+    return {str(p.relative_to(PACKAGE.parent)): _file_sha256(p) for p in code_files(verb, job)}
+
+
+def code_hash(verb: str, job: Mapping) -> str:
+    """sha256 over the names and contents of the code a job runs (:func:`code_record`)."""
+    return hashlib.sha256(json.dumps(code_record(verb, job), sort_keys=True).encode()).hexdigest()
