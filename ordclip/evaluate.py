@@ -15,7 +15,7 @@ from ordclip import layout
 from ordclip.config import run_config
 from ordclip.data.splits import read_index
 from ordclip.errors import ConfigError
-from ordclip.io import atomic_path, write_json
+from ordclip.io import atomic_path, load_numpy, write_json
 from ordclip.metrics import mode_predictions, selection_score, summarize
 
 HEADLINE = ("mae", "acc", "one_off_acc", "qwk")
@@ -42,7 +42,7 @@ def evaluate(params: dict, suite: str, dataset: str, method: str, fold: int) -> 
     cfg = run_config(params, suite, dataset, method)
     mcfg = cfg["method"]
     run = lambda name: layout.run_file(suite, dataset, method, fold, name)  # noqa: E731
-    npz = np.load(run("outputs.npz"))
+    npz = load_numpy(run("outputs.npz"), "train")
     names = [str(n) for n in npz["candidates"]]
     y = {p: npz[f"{p}_y"] for p in ("val", "test")}
     cands = {p: _candidates(npz, p) for p in ("val", "test")}
