@@ -49,8 +49,9 @@ def cmd_prepare(args) -> None:
 
     params = _params(args)
     labels_csv, image_root = raw_source(params, args.dataset)
-    prepare(labels_csv, image_root, args.size, dataset_config(params, args.dataset).get("ranks"),
-            layout.prepared_images(args.dataset, args.size), layout.prepared_index(args.dataset, args.size))
+    ds = dataset_config(params, args.dataset)
+    prepare(labels_csv, image_root, args.size, ds.get("ranks"), layout.prepared_images(args.dataset, args.size),
+            layout.prepared_index(args.dataset, args.size), ds.get("duplicates", "error"))
 
 
 def cmd_split(args) -> None:
