@@ -417,6 +417,7 @@ def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path, stop: 
                 bar.close()
                 return None
     bar.close()
+    _write_log(out / "log.jsonl", history)  # again: a run resumed after its last epoch has no log yet
     fold_parts = {p: {"index": parts[p].index, "y": parts[p].ranks.cpu().numpy()} for p in ("val", "test")}
     _write_outputs(out / "outputs.npz", [h["name"] for h in history], fold_parts, per_part)
     with atomic_path(out / "model.pt") as tmp:

@@ -62,33 +62,27 @@ def verify(path: str | os.PathLike, sha256: str | None = None, md5: str | None =
 DOWNLOAD_RETRIES = 2
 
 
-def _fetch_url(url: str, dest: Path, timeout: float, retries: int) -> None:
-    """Download ``url`` onto ``dest`` (not verified here). http(s) goes through pooch: retries with
-    back-off, a progress bar, and the bytes land in a temporary file moved onto ``dest`` only when
-    complete. Its work folder ``.<name>.download`` beside ``dest`` is removed first and after, so a
-    killed download leaves nothing behind for long. file:// URLs are copied."""
-    work = dest.parent / f".{dest.name}.download"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+def _fetch_url(url: str, work: Path, name: str, timeout: float, retries: int) -> Path:
+    """Download ``url`` into the folder ``work`` as ``name`` (not verified here); return its path.
+    http(s) goes through pooch: retries with back-off, a progress bar, and the bytes land in a
+    temporary file moved onto the name only when complete. file:// URLs are copied."""
     try:
         if url.startswith("file://"):
-            with urllib.request.urlopen(url, timeout=timeout) as response, open(work / dest.name, "wb") as out:
+            with urllib.request.urlopen(url, timeout=timeout) as response, open(work / name, "wb") as out:
                 shutil.copyfileobj(response, out, 1 << 20)
         else:
             import pooch
             import requests
 
-            fetcher = pooch.create(path=work, base_url="", registry={dest.name: None}, urls={dest.name: url},
+            fetcher = pooch.create(path=work, base_url="", registry={name: None}, urls={name: url},
                                    retry_if_failed=retries)
             try:
-                fetcher.fetch(dest.name, downloader=pooch.HTTPDownloader(progressbar=True, timeout=timeout))
+                fetcher.fetch(name, downloader=pooch.HTTPDownloader(progressbar=True, timeout=timeout))
             except requests.exceptions.RequestException as exc:
                 raise DataError(f"{url}: download failed after {1 + retries} attempt(s): {exc}") from None
-        os.replace(work / dest.name, dest)
     except (urllib.error.URLError, OSError) as exc:
         raise DataError(f"{url}: download failed: {exc}") from None
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    return work / name
 
 
 def download(url: str, dest: str | os.PathLike, sha256: str | None, md5: str | None = None,
@@ -96,10 +90,11 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None, md5: str | N
     """Download ``url`` to ``dest`` and verify it; return the file's sha256.
 
     A ``dest`` that already verifies is reused without any network access; one that does not is
-    removed and downloaded again. The download (pooch, with ``retries`` and a progress bar) lands in
-    a temporary sibling and is verified before it is renamed onto ``dest``, so a failed or
-    mismatching download leaves nothing at ``dest``. ``md5`` is for files whose publisher gives only
-    an MD5: the sha256 is then printed, to be pinned."""
+    removed and downloaded again. The download (pooch, with ``retries`` and a progress bar) goes to
+    the work folder ``.<name>.download`` beside ``dest`` and is verified there before it is renamed
+    onto ``dest``, so a failed or mismatching download leaves nothing at ``dest``; the work folder
+    is removed afterwards, and at the next start if a kill left it. ``md5`` is for files whose
+    publisher gives only an MD5: the sha256 is then printed, to be pinned."""
     if sha256 is None and md5 is None:
         raise ConfigError(f"{url}: no checksum given; a download needs a sha256 (or at least an md5)")
     dest = Path(dest)
@@ -110,21 +105,22 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None, md5: str | N
             return digest
         print(f"ordclip: {dest}: {problem}; downloading it again", file=sys.stderr)
         dest.unlink()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".{dest.name}.unverified"
+    work = dest.parent / f".{dest.name}.download"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
     try:
         print(f"ordclip: downloading {url} -> {dest}", file=sys.stderr)
-        _fetch_url(url, tmp, timeout, retries)
-        digest, problem = _mismatch(tmp, sha256, md5)
+        fetched = _fetch_url(url, work, dest.name, timeout, retries)
+        digest, problem = _mismatch(fetched, sha256, md5)
         if problem:
             raise DataError(f"{url}: {problem}; the download was discarded (not saved as {dest})")
-        with open(tmp, "rb") as f:
+        with open(fetched, "rb") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, dest)
+        os.replace(fetched, dest)
         _warn_md5_only(url, sha256, digest)
         return digest
     finally:
-        tmp.unlink(missing_ok=True)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _warn_md5_only(url: str, sha256: str | None, digest: str) -> None:
