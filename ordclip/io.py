@@ -167,7 +167,8 @@ def verified_input(path: str | os.PathLike, rule: str) -> Path:
     os.replace(path, aside)
     record_path.unlink(missing_ok=True)
     raise DataError(f"{path}: damaged ({problem} by rule {rule!r}); moved to {aside}; rerun snakemake: "
-                    f"rule {rule!r} rebuilds it, then this job runs again")
+                    f"rule {rule!r} rebuilds it, then this job runs again (if you replaced the file on purpose, "
+                    f"e.g. by dvc checkout, move it back and delete {record_path})")
 
 
 def load_numpy(path: str | os.PathLike, rule: str, mmap_mode: str | None = None):
