@@ -117,10 +117,10 @@ def _results(run_dir: Path) -> dict:
     return out
 
 
-def _assert_same(run_dir: Path, reference: dict) -> None:
+def _assert_same(run_dir: Path, reference: dict, epochs: int = 3) -> None:
     results = _results(run_dir)
     log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
-    assert [h["name"] for h in log] == [f"train epoch {e}" for e in (1, 2, 3)]
+    assert [h["name"] for h in log] == [f"train epoch {e}" for e in range(1, epochs + 1)]
     assert results.keys() == reference.keys()
     for key, value in reference.items():
         np.testing.assert_array_equal(results[key], value, err_msg=key)
@@ -201,11 +201,17 @@ def test_temporaries_of_a_killed_write_are_removed_at_the_next_start(small):
     shutil.rmtree(run_dir)
 
 
-def test_kill9_of_snakemake_then_rerun_equals_uninterrupted(small, repo_copy):
+def test_kill9_of_snakemake_then_rerun_equals_uninterrupted(repo_copy, tmp_path_factory):
     """kill -9 of Snakemake and its jobs while a run trains; after --unlock, the rerun with
     --rerun-incomplete resumes the run and ends with the uninterrupted run's outputs and metrics."""
-    _, _, _, reference = small
-    (repo_copy / "small.yaml").write_text(SMALL)
+    longer = SMALL.replace("epochs: 3", "epochs: 12")     # time to kill it after epoch 1, mid-run
+    ref = tmp_path_factory.mktemp("reference")
+    files = prepare_fading(ref, longer)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(ref)
+        assert run(load_params(files), *RUN)
+    reference = _results(ref / layout.run_dir(*RUN))
+    (repo_copy / "small.yaml").write_text(longer)
     target = layout.run_file(*RUN, "metrics.json")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     cmd = [sys.executable, "-m", "snakemake", target, "--cores", "1", "--configfile", "small.yaml"]
@@ -213,9 +219,9 @@ def test_kill9_of_snakemake_then_rerun_equals_uninterrupted(small, repo_copy):
                             start_new_session=True)
     log = repo_copy / layout.log_file("demo", "train", "fading", "ordinalclip", "fold0")
     deadline = time.time() + 300
-    while not (log.is_file() and "epoch 1/3" in log.read_text()):
+    while not (log.is_file() and "epoch 1/12" in log.read_text()):
         assert proc.poll() is None and time.time() < deadline, "the train job did not reach epoch 1"
-        time.sleep(0.2)
+        time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     run_dir = repo_copy / layout.run_dir(*RUN)
@@ -224,7 +230,7 @@ def test_kill9_of_snakemake_then_rerun_equals_uninterrupted(small, repo_copy):
     again = _snakemake(repo_copy, target, "--cores", "1", "--rerun-incomplete", "--configfile", "small.yaml")
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "resuming from" in log.read_text()
-    _assert_same(run_dir, reference)
+    _assert_same(run_dir, reference, epochs=12)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["val_selected"]["candidate"].startswith("train epoch")
 
