@@ -2,7 +2,8 @@
 
 A run writes model.pt (the validation-selected weights), outputs.npz (val and test outputs of
 every candidate: each epoch, or each C of a linear probe), log.jsonl and run.json. Training
-checkpoints to resume.pt after every epoch and resumes from it; same seed, same result. On SIGTERM or
+checkpoints to resume.pt after every epoch (with a sha256 of its content; deleted once every
+output is in place) and resumes from it; same seed, same result. On SIGTERM or
 SIGUSR1 (SLURM preemption, the time limit) it finishes the current step, checkpoints mid-epoch and
 raises Preempted; the next call resumes at that step.
 """
@@ -13,8 +14,8 @@ import contextlib
 import hashlib
 import io
 import json
-import os
 import math
+import os
 import signal
 import sys
 import threading

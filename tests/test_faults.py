@@ -267,6 +267,21 @@ def test_unreadable_resume_checkpoint_is_set_aside_and_training_restarts(small, 
     shutil.rmtree(run_dir)
 
 
+def test_checkpoint_of_another_run_is_not_used_and_kept(small, monkeypatch, capsys):
+    from ordclip.train import _load_resume
+
+    root, _, params, _ = small
+    monkeypatch.chdir(root)
+    run_dir = root / layout.run_dir(*RUN)
+    assert run(params, *RUN, stop_after=1) is False
+    ckpt = _load_resume(run_dir / RESUME_FILE, {})
+    assert (ckpt["stage"], ckpt["stage_epoch"], len(ckpt["history"])) == (0, 1, 1)
+    assert _load_resume(run_dir / RESUME_FILE, {"config_sha256": "0" * 64}) is None
+    assert "belongs to another run (config_sha256 differs); starting afresh" in capsys.readouterr().err
+    assert (run_dir / RESUME_FILE).is_file()
+    shutil.rmtree(run_dir)
+
+
 @pytest.fixture
 def finished(small, tmp_path, monkeypatch):
     """A copy of the small workspace holding one finished run (train + evaluate)."""
