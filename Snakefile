@@ -3,6 +3,14 @@ from snakemake.utils import min_version
 
 min_version("9.19")
 
+from snakemake.exceptions import WorkflowError
+from ordclip.config import ConfigError, check_yaml_files
+
+try:  # a YAML error named by file and line (Snakemake's own message names neither)
+    check_yaml_files(["params.yaml"])
+except ConfigError as exc:
+    raise WorkflowError(str(exc))
+
 
 configfile: "params.yaml"
 

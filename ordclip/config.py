@@ -43,17 +43,46 @@ def parse_set(items: Iterable[str]) -> dict:
     return out
 
 
+def read_yaml(path: str | Path) -> Any:
+    """A params file's content; a missing file, bytes that are not UTF-8 or a YAML syntax error
+    fail with a ConfigError naming the file and the line (and column) at fault."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: params file not found") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path} line {line}: not UTF-8 "
+                          f"(byte {data[exc.start]:#04x}); save the file as UTF-8") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path} line {mark.line + 1}, column {mark.column + 1}" if mark is not None else str(path)
+        context, started = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and started is not None:
+            context += f" (from line {started.line + 1}, column {started.column + 1})"
+        what = "; ".join(str(p) for p in (context, getattr(exc, "problem", None)) if p)
+        raise ConfigError(f"{where}: not valid YAML: {what or exc}") from None
+
+
+def check_yaml_files(paths: Iterable[str | Path]) -> None:
+    """Read each params file as YAML (see read_yaml): for the Snakefile, before Snakemake's own
+    loader, whose error names neither the file nor the line."""
+    for path in paths:
+        if Path(path).exists():
+            read_yaml(path)
+
+
 def load_params(paths: Iterable[str | Path], overrides: Mapping | None = None) -> dict:
     """Read and merge the params files in order, apply ``overrides``, validate the result."""
     params: dict = {}
     for path in paths:
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: params file not found") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        data = read_yaml(path)
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
         params = deep_merge(params, data)

@@ -8,7 +8,7 @@ import torch
 from ordclip import layout
 from ordclip.data.loader import ImagePipeline
 from ordclip.data.splits import read_index
-from ordclip.io import atomic_path
+from ordclip.io import atomic_path, load_numpy
 from ordclip.models.backbone import create_backbone, encode_texts, tokenizer
 from ordclip.runs import device_for, make_task
 
@@ -27,7 +27,7 @@ def embed(job: dict, batch_size: int = 256) -> None:
     device = device_for(job["device"])
     torch.manual_seed(job["seed"])
     model = create_backbone(bb, layout.backbone_weights(bb["name"])).to(device)
-    images = np.load(layout.prepared_images(dataset, bb["resize"]), mmap_mode="r")
+    images = load_numpy(layout.prepared_images(dataset, bb["resize"]), "prepare", mmap_mode="r")
     pipeline = ImagePipeline(bb["image_size"], bb["normalize"], False, device)
     feats = []
     for start in range(0, len(images), batch_size):
@@ -36,7 +36,7 @@ def embed(job: dict, batch_size: int = 256) -> None:
     task = make_task(ds, read_index(layout.prepared_index(dataset, bb["resize"]))["label"])
     prompts = zeroshot_prompts(task.context, task.rank_names)
     text = encode_texts(model, tokenizer(bb), prompts).float().cpu()
-    with atomic_path(layout.features(suite, dataset)) as tmp:
+    with atomic_path(layout.features(suite, dataset), checked=True) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, image_features=torch.cat(feats).numpy(), text_features=text.numpy(),
                      logit_scale=np.float32(model.logit_scale.item()), prompts=np.array(prompts))

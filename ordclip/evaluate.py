@@ -15,7 +15,7 @@ import numpy as np
 from ordclip import layout
 from ordclip.data.splits import read_index
 from ordclip.errors import ConfigError
-from ordclip.io import atomic_path, write_json
+from ordclip.io import atomic_path, load_numpy, write_json
 from ordclip.metrics import mode_predictions, selection_score, summarize
 
 HEADLINE = ("mae", "acc", "one_off_acc", "qwk")
@@ -71,7 +71,7 @@ def evaluate(job: dict) -> None:
     cfg, fold = job["run"], job["fold"]
     suite, dataset, method = cfg["suite"], cfg["dataset"]["name"], cfg["method"]["name"]
     run = lambda name: layout.run_file(suite, dataset, method, fold, name)  # noqa: E731
-    npz = np.load(run("outputs.npz"))
+    npz = load_numpy(run("outputs.npz"), "train")
     result, chosen, cands, y = metrics_of(cfg, fold, npz)
     write_json(run("metrics.json"), result)
 

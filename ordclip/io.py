@@ -1,4 +1,6 @@
-"""Atomic file output: every result is written to a temporary sibling, then renamed."""
+"""Atomic, durable file output: every result is written to a temporary sibling, flushed to disk,
+then renamed; checked files carry a record of their size and sha256 for the jobs that read them.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +8,70 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from ordclip.errors import DataError
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a folder's entries') data to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in sorted(root.rglob("*"), reverse=True):
+        if path.is_file() and not path.is_symlink():
+            _fsync(path)
+        elif path.is_dir() and not path.is_symlink():
+            _fsync(path)
+    _fsync(root)
+
+
+def _temp_pattern(path: Path, is_dir: bool) -> re.Pattern:
+    """Names atomic_path gives its temporary siblings of ``path`` (mkstemp's 8 random characters)."""
+    suffix = "" if is_dir else re.escape(path.suffix)
+    return re.compile(re.escape(f".{path.name}.") + r"[A-Za-z0-9_]{8}" + suffix)
+
+
+def clean_temporaries(path: str | os.PathLike, is_dir: bool = False) -> list[Path]:
+    """Remove the temporary siblings of ``path`` that a killed earlier writer left; return them.
+
+    Only one job writes a given output (Snakemake's rule), so a temporary of ``path`` that exists
+    when the job starts writing it again belongs to a writer that died."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    pattern = _temp_pattern(path, is_dir)
+    stale = [p for p in path.parent.iterdir() if pattern.fullmatch(p.name)]
+    for p in stale:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        print(f"ordclip: removed {p}, left by an interrupted write of {path}", file=sys.stderr)
+    return stale
+
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, is_dir: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success."""
+def atomic_path(path: str | os.PathLike, is_dir: bool = False, checked: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
+
+    Before the rename the file (every file of a folder) and its folder are flushed to disk, so a
+    crash or power loss leaves either the old or the new complete file, never a partial one.
+    Temporaries left by an earlier, killed writer of ``path`` are removed first. ``checked``: also
+    write the size and sha256 record that verified_input() checks (see checksum_path)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_temporaries(path, is_dir)
     if is_dir:
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     else:
@@ -28,9 +83,16 @@ def atomic_path(path: str | os.PathLike, is_dir: bool = False) -> Iterator[Path]
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, (0o777 if is_dir else 0o666) & ~umask)
+        if is_dir:
+            _fsync_tree(tmp)
+        else:
+            _fsync(tmp)
+        if checked:
+            write_checksum(path, tmp)
         if is_dir and path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
+        _fsync(path.parent)
     except BaseException:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -50,9 +112,78 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes."""
     with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def checksum_path(path: str | os.PathLike) -> Path:
+    """The record of a checked file's size and sha256: ``.<name>.sha256`` beside it (JSON)."""
+    path = Path(path)
+    return path.parent / f".{path.name}.sha256"
+
+
+def write_checksum(path: str | os.PathLike, content: str | os.PathLike | None = None) -> None:
+    """Record the size and sha256 of ``content`` (default: ``path`` itself) as ``path``'s record."""
+    content = Path(path if content is None else content)
+    record = {"file": Path(path).name, "bytes": content.stat().st_size, "sha256": sha256_file(content)}
+    record_path = checksum_path(path)
+    fd, name = tempfile.mkstemp(prefix=f"{record_path.name}.", dir=record_path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(name, record_path)
+
+
+def verified_input(path: str | os.PathLike, rule: str) -> Path:
+    """``path`` after checking it against the size and sha256 recorded when rule ``rule`` wrote it.
+
+    A file that differs (truncated, overwritten, damaged) is moved aside to ``<name>.damaged`` (kept
+    for inspection) and a DataError names it and the rule that rebuilds it: rerunning Snakemake
+    then rebuilds the file before this job runs again. A file without a record (written before
+    records existed) is used as it is."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: missing; rule {rule!r} builds it (rerun snakemake)")
+    record_path = checksum_path(path)
+    if not record_path.is_file():
+        return path
+    try:
+        record = json.loads(record_path.read_text())
+        expected_bytes, expected_sha = int(record["bytes"]), str(record["sha256"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{record_path}: unreadable size/sha256 record of {path} ({exc}); delete it and "
+                        f"{path}, then rerun snakemake (rule {rule!r} rebuilds them)") from None
+    size = path.stat().st_size
+    if size != expected_bytes:
+        problem = f"has {size} bytes, {expected_bytes} were written"
+    elif sha256_file(path) != expected_sha:
+        problem = f"has sha256 {sha256_file(path)}, {expected_sha} was written"
+    else:
+        return path
+    aside = path.with_name(path.name + ".damaged")
+    os.replace(path, aside)
+    record_path.unlink(missing_ok=True)
+    raise DataError(f"{path}: damaged ({problem} by rule {rule!r}); moved to {aside}; rerun snakemake: "
+                    f"rule {rule!r} rebuilds it, then this job runs again (if you replaced the file on purpose, "
+                    f"e.g. by dvc checkout, move it back and delete {record_path})")
+
+
+def load_numpy(path: str | os.PathLike, rule: str, mmap_mode: str | None = None):
+    """A .npy array (memory-mapped with ``mmap_mode``) or the arrays of a .npz (a dict), read
+    after verified_input(); a file numpy cannot read fails with a DataError naming it and ``rule``."""
+    import zipfile
+
+    import numpy as np
+
+    path = verified_input(path, rule)
+    try:
+        if path.suffix == ".npz":
+            with np.load(path) as npz:
+                return {k: npz[k] for k in npz.files}
+        return np.load(path, mmap_mode=mmap_mode)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: cannot be read ({type(exc).__name__}: {exc}); it is damaged: delete it and "
+                        f"rerun snakemake (rule {rule!r} rebuilds it)") from None

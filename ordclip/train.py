@@ -2,7 +2,8 @@
 
 A run writes model.pt (the validation-selected weights), outputs.npz (val and test outputs of
 every candidate: each epoch, or each C of a linear probe), log.jsonl and run.json. Training
-checkpoints to resume.pt after every epoch and resumes from it; same seed, same result. On SIGTERM or
+checkpoints to resume.pt after every epoch (with a sha256 of its content; deleted once every
+output is in place) and resumes from it; same seed, same result. On SIGTERM or
 SIGUSR1 (SLURM preemption, the time limit) it finishes the current step, checkpoints mid-epoch and
 raises Preempted; the next call resumes at that step.
 """
@@ -10,8 +11,11 @@ raises Preempted; the next call resumes at that step.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -28,7 +32,7 @@ from ordclip.data.loader import ImagePipeline, Part, load_fold
 from ordclip.data.splits import read_index, read_split
 from ordclip.errors import ConfigError, Preempted
 from ordclip.evaluate import select
-from ordclip.io import atomic_path, sha256_file, write_json, write_text
+from ordclip.io import atomic_path, clean_temporaries, load_numpy, sha256_file, write_json, write_text
 from ordclip.methods import METHODS, load
 from ordclip.methods.base import Stage
 from ordclip.metrics import mode_predictions, selection_score, summarize
@@ -172,7 +176,7 @@ def _write_outputs(path: Path, names: list[str], parts: dict[str, dict], per_par
         arrays[f"{part}_y"] = parts[part]["y"]
         for key in per_part[part][0]:
             arrays[f"{part}_{key}"] = np.stack([o[key] for o in per_part[part]]).astype(np.float32)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, checked=True) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
 
@@ -192,6 +196,8 @@ def run(job: dict, stop_after: int | None = None) -> bool:
     cfg, fold = job["run"], job["fold"]
     out = Path(layout.run_dir(cfg["suite"], cfg["dataset"]["name"], cfg["method"]["name"], fold))
     out.mkdir(parents=True, exist_ok=True)
+    for name in (*layout.RUN_TRAIN_FILES, RESUME_FILE):
+        clean_temporaries(out / name)
     t0 = time.time()
     paths = inputs(cfg, fold)
     code = code_record("train", job)
@@ -209,12 +215,12 @@ def run(job: dict, stop_after: int | None = None) -> bool:
     record = lineage(cfg, fold, paths, final, str(device), time.time() - t0)
     record["code"] = {"sha256": identity["code_sha256"], "files": code}
     write_json(out / "run.json", record)
-    (out / "resume.pt").unlink(missing_ok=True)
+    (out / RESUME_FILE).unlink(missing_ok=True)  # only now: every output is in place
     return True
 
 
 def _fit_features(cfg: dict, paths: dict[str, str], out: Path) -> None:
-    feats = np.load(paths["features"])
+    feats = load_numpy(paths["features"], "embed")
     ranks = read_index(paths["index"])["rank"]
     split = read_split(paths["split"])
     task = task_for(cfg)
@@ -253,22 +259,76 @@ def load_trained(cfg: dict, model_pt: str | Path, weights: str, device: str = "c
     return method.eval()
 
 
+RESUME_FILE = "resume.pt"
+RESUME_MAGIC = b"ordclip-resume/2 sha256="
+
+
 def _save_resume(path: Path, identity: dict, at: tuple[int, int], method, names: list[str], opt, sched,
                  gen: torch.Generator, history: list[dict], best: dict, per_part: dict[str, list[dict]],
                  partial: dict | None = None) -> None:
     """Write resume.pt atomically: the state from which training continues at stage/epoch ``at``
-    (and, with ``partial``, at that step inside the epoch). ``opt``/``sched`` None: a new stage."""
+    (and, with ``partial``, at that step inside the epoch). ``opt``/``sched`` None: a new stage.
+
+    The file is a header line ``ordclip-resume/2 sha256=<hex>`` followed by the torch.save bytes,
+    whose sha256 _load_resume checks before it unpickles anything."""
+    buf = io.BytesIO()
+    torch.save({
+        "identity": identity, "stage": at[0], "stage_epoch": at[1],
+        "model": trainable_state(method, names),
+        "optimizer": opt.state_dict() if opt is not None else None,
+        "scheduler": sched.state_dict() if sched is not None else None, "generator": gen.get_state(),
+        "torch_rng": torch.get_rng_state(), "history": history, "best": best,
+        "outputs": {p: [{k: torch.from_numpy(v) for k, v in o.items()} for o in lst]
+                    for p, lst in per_part.items()},
+        "partial": partial,
+    }, buf)
+    payload = buf.getvalue()
     with atomic_path(path) as tmp:
-        torch.save({
-            "identity": identity, "stage": at[0], "stage_epoch": at[1],
-            "model": trainable_state(method, names),
-            "optimizer": opt.state_dict() if opt is not None else None,
-            "scheduler": sched.state_dict() if sched is not None else None, "generator": gen.get_state(),
-            "torch_rng": torch.get_rng_state(), "history": history, "best": best,
-            "outputs": {p: [{k: torch.from_numpy(v) for k, v in o.items()} for o in lst]
-                        for p, lst in per_part.items()},
-            "partial": partial,
-        }, tmp)
+        with open(tmp, "wb") as f:
+            f.write(RESUME_MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n")
+            f.write(payload)
+
+
+def _set_aside(path: Path, reason: str) -> None:
+    """Move an unusable checkpoint to ``<name>.unreadable[.N]`` (kept for inspection) and log why."""
+    aside = path.with_name(path.name + ".unreadable")
+    n = 1
+    while aside.exists():
+        aside, n = path.with_name(f"{path.name}.unreadable.{n}"), n + 1
+    os.replace(path, aside)
+    print(f"ordclip: WARNING: {path}: {reason}; moved it to {aside}; training starts from scratch",
+          file=sys.stderr)
+
+
+def _load_resume(path: Path, identity: dict | None) -> dict | None:
+    """The checkpoint at ``path`` if it can be used to resume this run, else None with the reason logged.
+
+    Usable: the header's sha256 matches the bytes that follow, they load with weights_only=True, and
+    it was made by the same run: configuration, code and input hashes equal ``identity`` (see
+    resume_mismatch). An unreadable or damaged file is moved aside (see _set_aside); one of another
+    run is left to be overwritten. ``identity`` None: the integrity checks only."""
+    if not path.exists():
+        return None
+    data = path.read_bytes()
+    header, newline, payload = data.partition(b"\n")
+    if not header.startswith(RESUME_MAGIC) or not newline:
+        _set_aside(path, f"not an ordclip resume checkpoint ({len(data)} bytes, no {RESUME_MAGIC.decode()!r} "
+                         "header: truncated, or written by another program)")
+        return None
+    recorded, actual = header[len(RESUME_MAGIC):].decode("ascii", "replace"), hashlib.sha256(payload).hexdigest()
+    if recorded != actual:
+        _set_aside(path, f"damaged: its content has sha256 {actual}, the header records {recorded}")
+        return None
+    try:
+        ckpt = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception as exc:  # a checksum-valid file torch cannot read (another torch version, say)
+        _set_aside(path, f"cannot be loaded by torch ({type(exc).__name__}: {exc})")
+        return None
+    why = None if identity is None else resume_mismatch(ckpt.get("identity"), identity)
+    if why is not None:
+        print(f"ordclip: {path} is not this run ({why}); starting afresh", file=sys.stderr)
+        return None
+    return ckpt
 
 
 def resume_mismatch(saved: dict | None, identity: dict) -> str | None:
@@ -306,23 +366,20 @@ def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path, stop: 
     per_part: dict[str, list[dict]] = {"val": [], "test": []}
     best = {"score": math.inf, "candidate": -1, "state": None}
     start_stage, start_epoch, opt_state, sched_state, partial = 0, 0, None, None, None
-    resume_path = out / "resume.pt"
-    if resume_path.exists():
-        ckpt = torch.load(resume_path, map_location="cpu", weights_only=True)
-        why = resume_mismatch(ckpt.get("identity"), identity)
-        if why is None:
-            method.load_state_dict(ckpt["model"], strict=False)
-            history, best = ckpt["history"], ckpt["best"]
-            per_part = {p: [{k: v.numpy() for k, v in o.items()} for o in lst] for p, lst in ckpt["outputs"].items()}
-            start_stage, start_epoch = ckpt["stage"], ckpt["stage_epoch"]
-            opt_state, sched_state = ckpt["optimizer"], ckpt["scheduler"]
-            gen.set_state(ckpt["generator"])
-            torch.set_rng_state(ckpt["torch_rng"])
-            partial = ckpt.get("partial")
-            at = f", step {partial['next'] // mcfg['batch_size']}" if partial else ""
-            print(f"resuming from {resume_path}: stage {start_stage}, epoch {start_epoch}{at}", file=sys.stderr)
-        else:
-            print(f"{resume_path} is not this run ({why}); starting afresh", file=sys.stderr)
+    resume_path = out / RESUME_FILE
+    ckpt = _load_resume(resume_path, identity)
+    if ckpt is not None:
+        method.load_state_dict(ckpt["model"], strict=False)
+        history, best = ckpt["history"], ckpt["best"]
+        per_part = {p: [{k: v.numpy() for k, v in o.items()} for o in lst] for p, lst in ckpt["outputs"].items()}
+        start_stage, start_epoch = ckpt["stage"], ckpt["stage_epoch"]
+        opt_state, sched_state = ckpt["optimizer"], ckpt["scheduler"]
+        gen.set_state(ckpt["generator"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        partial = ckpt.get("partial")
+        at = f", step {partial['next'] // mcfg['batch_size']}" if partial else ""
+        print(f"resuming from {resume_path}: stage {start_stage}, epoch {start_epoch}{at}", file=sys.stderr)
+        del ckpt
 
     batch_size = mcfg["batch_size"]
     steps = [s.epochs * math.ceil(len(parts["train"].index) / batch_size) for s in stages]
@@ -382,6 +439,7 @@ def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path, stop: 
                 bar.close()
                 return None
     bar.close()
+    _write_log(out / "log.jsonl", history)  # again: a run resumed after its last epoch has no log yet
     fold_parts = {p: {"index": parts[p].index, "y": parts[p].ranks.cpu().numpy()} for p in ("val", "test")}
     _write_outputs(out / "outputs.npz", [h["name"] for h in history], fold_parts, per_part)
     with atomic_path(out / "model.pt") as tmp:

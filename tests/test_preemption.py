@@ -94,7 +94,7 @@ def test_signal_mid_epoch_checkpoints_and_resumes_exactly(small, monkeypatch, si
         run(_job(params))
     assert stopped.value.signum == signum and stopped.value.exit_code == 128 + signum
     assert signal.getsignal(signum) is before  # the previous handler is back
-    ckpt = torch.load(run_dir / "resume.pt", weights_only=True)
+    ckpt = ordclip.train._load_resume(run_dir / "resume.pt", None)
     assert (ckpt["stage"], ckpt["stage_epoch"], ckpt["partial"]["next"]) == (0, 1, 16)
     assert len(ckpt["history"]) == 1 and not (run_dir / "model.pt").exists()
 

@@ -19,7 +19,6 @@ import shutil
 import stat
 import sys
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -34,11 +33,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 def file_hash(path: str | os.PathLike, algorithm: str = "sha256") -> str:
     """Hex digest of a file (sha256 or md5)."""
-    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, algorithm).hexdigest()
 
 
 def _mismatch(path: str | os.PathLike, sha256: str | None, md5: str | None) -> tuple[str, str | None]:
@@ -63,14 +59,42 @@ def verify(path: str | os.PathLike, sha256: str | None = None, md5: str | None =
     return actual
 
 
+DOWNLOAD_RETRIES = 2
+
+
+def _fetch_url(url: str, work: Path, name: str, timeout: float, retries: int) -> Path:
+    """Download ``url`` into the folder ``work`` as ``name`` (not verified here); return its path.
+    http(s) goes through pooch: retries with back-off, a progress bar, and the bytes land in a
+    temporary file moved onto the name only when complete. file:// URLs are copied."""
+    try:
+        if url.startswith("file://"):
+            with urllib.request.urlopen(url, timeout=timeout) as response, open(work / name, "wb") as out:
+                shutil.copyfileobj(response, out, 1 << 20)
+        else:
+            import pooch
+            import requests
+
+            fetcher = pooch.create(path=work, base_url="", registry={name: None}, urls={name: url},
+                                   retry_if_failed=retries)
+            try:
+                fetcher.fetch(name, downloader=pooch.HTTPDownloader(progressbar=True, timeout=timeout))
+            except requests.exceptions.RequestException as exc:
+                raise DataError(f"{url}: download failed after {1 + retries} attempt(s): {exc}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise DataError(f"{url}: download failed: {exc}") from None
+    return work / name
+
+
 def download(url: str, dest: str | os.PathLike, sha256: str | None, md5: str | None = None,
-             timeout: float = 60.0) -> str:
+             timeout: float = 60.0, retries: int = DOWNLOAD_RETRIES) -> str:
     """Download ``url`` to ``dest`` and verify it; return the file's sha256.
 
     A ``dest`` that already verifies is reused without any network access; one that does not is
-    removed and downloaded again. The download goes to a temporary sibling, renamed onto ``dest``
-    only once verified, so a failed or mismatching download leaves nothing at ``dest``. ``md5`` is
-    for files whose publisher gives only an MD5: the sha256 is then printed, to be pinned."""
+    removed and downloaded again. The download (pooch, with ``retries`` and a progress bar) goes to
+    the work folder ``.<name>.download`` beside ``dest`` and is verified there before it is renamed
+    onto ``dest``, so a failed or mismatching download leaves nothing at ``dest``; the work folder
+    is removed afterwards, and at the next start if a kill left it. ``md5`` is for files whose
+    publisher gives only an MD5: the sha256 is then printed, to be pinned."""
     if sha256 is None and md5 is None:
         raise ConfigError(f"{url}: no checksum given; a download needs a sha256 (or at least an md5)")
     dest = Path(dest)
@@ -81,25 +105,22 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None, md5: str | N
             return digest
         print(f"ordclip: {dest}: {problem}; downloading it again", file=sys.stderr)
         dest.unlink()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(name)
+    work = dest.parent / f".{dest.name}.download"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
     try:
         print(f"ordclip: downloading {url} -> {dest}", file=sys.stderr)
-        with os.fdopen(fd, "wb") as out:
-            try:
-                with urllib.request.urlopen(url, timeout=timeout) as response:
-                    shutil.copyfileobj(response, out, 1 << 20)
-            except (urllib.error.URLError, OSError) as exc:
-                raise DataError(f"{url}: download failed: {exc}") from None
-        digest, problem = _mismatch(tmp, sha256, md5)
+        fetched = _fetch_url(url, work, dest.name, timeout, retries)
+        digest, problem = _mismatch(fetched, sha256, md5)
         if problem:
             raise DataError(f"{url}: {problem}; the download was discarded (not saved as {dest})")
-        os.replace(tmp, dest)
+        with open(fetched, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(fetched, dest)
         _warn_md5_only(url, sha256, digest)
         return digest
     finally:
-        tmp.unlink(missing_ok=True)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _warn_md5_only(url: str, sha256: str | None, digest: str) -> None:
@@ -162,12 +183,29 @@ def source_files(source: str | os.PathLike) -> list[str]:
     """Relative names of the files in an archive (zip or tar) or a folder, without extracting."""
     source = Path(source)
     if source.is_dir():
-        return sorted(p.relative_to(source).as_posix() for p in source.rglob("*") if p.is_file())
+        return [p.relative_to(source).as_posix() for p in folder_files(source)]
     if zipfile.is_zipfile(source):
         with zipfile.ZipFile(source) as zf:
             return [i.filename for i in zf.infolist() if not i.is_dir()]
     with _open_tar(source) as tf:
         return [m.name for m in tf.getmembers() if m.isfile() or m.islnk()]
+
+
+def folder_files(source: Path) -> list[Path]:
+    """The files under a placed folder, sorted. A symbolic link whose target lies outside the folder
+    (or does not exist) is refused with a DataError naming it: it would copy files from elsewhere."""
+    root = source.resolve()
+    files = []
+    for path in sorted(source.rglob("*")):
+        if path.is_symlink():
+            target = path.resolve()
+            if not target.exists() or not _inside(target, root):
+                raise DataError(f"{source}: {path.relative_to(source).as_posix()!r} is a symbolic link to "
+                                f"{os.readlink(path)!r}, outside the folder (or missing); copy the file in, or "
+                                f"remove the link")
+        if path.is_file():
+            files.append(path)
+    return files
 
 
 def _open_tar(archive: Path) -> tarfile.TarFile:
@@ -182,8 +220,10 @@ def extract(archive: str | os.PathLike, dest: str | os.PathLike,
     """Extract a zip or tar archive into ``dest``; return the member names of the files written.
 
     Every member is checked before anything is written: an absolute path, a ``..`` component, a
-    symbolic or hard link whose target lies outside ``dest``, or a device/FIFO file refuses the
-    whole archive with a DataError. ``keep`` selects the files to extract by member name."""
+    symbolic or hard link whose target lies outside ``dest``, a hard link to a member absent from
+    the archive, or a device/FIFO file refuses the whole archive with a DataError naming the member
+    (tar members also pass Python's "data" extraction filter). ``keep`` selects the files to
+    extract by member name."""
     archive, dest = Path(archive), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     written: list[str] = []
@@ -208,6 +248,7 @@ def extract(archive: str | os.PathLike, dest: str | os.PathLike,
         return written
     with _open_tar(archive) as tf:
         members = tf.getmembers()
+        earlier: set[str] = set()
         for m in members:
             target = _check_member(m.name, dest, archive)
             if m.isdev() or m.isfifo():
@@ -219,6 +260,15 @@ def extract(archive: str | os.PathLike, dest: str | os.PathLike,
                                     f"({m.linkname!r}); refusing to extract")
             if m.islnk():
                 _check_member(m.linkname, dest, archive)
+            try:
+                tarfile.data_filter(m, str(dest))  # Python's "data" extraction filter (PEP 706)
+            except tarfile.FilterError as exc:
+                raise DataError(f"{archive}: member {m.name!r} refused by the tar 'data' filter "
+                                f"({type(exc).__name__}: {exc}); refusing to extract") from None
+            if m.islnk() and member_path(m.linkname) not in earlier:
+                raise DataError(f"{archive}: member {m.name!r} is a hard link to {m.linkname!r}, which is not an "
+                                f"earlier member of the archive; refusing to extract")
+            earlier.add(member_path(m.name))
         for m in members:
             if not (m.isfile() or m.islnk()) or (keep is not None and not keep(m.name)):
                 continue
@@ -239,9 +289,9 @@ def unpack(source: Path, dest: Path, keep: Callable[[str], bool] | None = None) 
     if not source.is_dir():
         return extract(source, dest, keep)
     written = []
-    for path in sorted(source.rglob("*")):
+    for path in folder_files(source):
         rel = path.relative_to(source).as_posix()
-        if path.is_file() and (keep is None or keep(rel)):
+        if keep is None or keep(rel):
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, dest / rel)
             written.append(rel)
@@ -277,10 +327,9 @@ def image_members(source: Path, depth: int, strip_suffix: bool = False) -> dict[
 
 def read_lines(path: Path) -> list[tuple[int, str]]:
     """(line number, text) of the non-blank lines of a text list (CRLF or LF, UTF-8 with BOM ok)."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not a UTF-8 text file: {exc}") from None
+    from ordclip.data.prepare import decode_text
+
+    text = decode_text(path)
     return [(i, line.strip()) for i, line in enumerate(text.splitlines(), start=1) if line.strip()]
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ordclip.data.splits import read_index, read_split
+from ordclip.io import load_numpy
 
 NORMALIZE = {
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
@@ -28,7 +29,7 @@ class Part:
 def load_fold(images_npy: str | Path, index_csv: str | Path, split_csv: str | Path,
               device: torch.device) -> dict[str, Part]:
     """The train/val/test parts of a fold, read from the prepared cache."""
-    cache = np.load(images_npy, mmap_mode="r")
+    cache = load_numpy(images_npy, "prepare", mmap_mode="r")
     ranks = read_index(index_csv)["rank"]
     out = {}
     for part, idx in read_split(split_csv).items():

@@ -10,7 +10,11 @@ Other columns are ignored.
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
+import posixpath
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +23,7 @@ from PIL import Image, UnidentifiedImageError
 from ordclip.errors import DataError
 from ordclip.io import atomic_path
 
+DUPLICATES = ("error", "drop")
 SPLIT_COLUMN = re.compile(r"^split(0|[1-9][0-9]*)$")
 PARTS = ("train", "val", "test")
 
@@ -39,43 +44,109 @@ def _check_protocol_value(column: str, value: str, where: str) -> str:
     return value
 
 
-def read_label_table(labels_csv: str | Path, image_root: str | Path) -> tuple[list[dict], list[str]]:
+def decode_text(path: Path) -> str:
+    """A text file's content as UTF-8 (a BOM is dropped); other encodings fail naming the line."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise DataError(f"{path} line {line}: not UTF-8 (byte {data[exc.start]:#04x} at offset {exc.start}); "
+                        f"save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+
+
+def _path_key(path: str) -> str:
+    """The image a CSV path names: ``./a//b.jpg`` and ``a/b.jpg`` are the same image."""
+    return posixpath.normpath(path.replace("\\", "/"))
+
+
+def drop_duplicates(rows: list[dict], columns: list[str], labels_csv: Path, duplicates: str) -> list[dict]:
+    """The rows with each image once. A path listed twice fails naming both lines (``duplicates``
+    'error'); with 'drop', later rows that repeat an earlier one (same label and protocol columns) are
+    dropped and counted; rows that disagree fail in either case."""
+    first: dict[str, dict] = {}
+    kept, dropped = [], 0
+    for row in rows:
+        key = _path_key(row["path"])
+        prev = first.get(key)
+        if prev is None:
+            first[key] = row
+            kept.append(row)
+            continue
+        where = f"{labels_csv} lines {prev['line']} and {row['line']}: image {row['path']!r} is listed twice"
+        differ = [c for c in ("label", *columns) if prev[c] != row[c]]
+        if differ:
+            raise DataError(f"{where}, with different {', '.join(differ)} "
+                            f"({', '.join(f'{prev[c]!r} vs {row[c]!r}' for c in differ)}); keep the right row only")
+        if duplicates == "error":
+            raise DataError(f"{where} (it would be in train and test at once); remove the repeated row, or set "
+                            f"the dataset's duplicates: drop to keep the first of identical rows")
+        dropped += 1
+    if dropped:
+        print(f"ordclip: {labels_csv}: dropped {dropped} repeated row(s) (duplicates: drop); {len(kept)} images",
+              file=sys.stderr)
+    return kept
+
+
+def report_identical(rows: list[dict], image_root: Path, labels_csv: Path) -> list[tuple[dict, dict]]:
+    """Pairs of rows whose image files are byte-identical under different paths (printed as a warning:
+    the same picture may then be in train and test)."""
+    seen: dict[str, dict] = {}
+    pairs = []
+    for row in rows:
+        with open(image_root / row["path"], "rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        if digest in seen:
+            pairs.append((seen[digest], row))
+        else:
+            seen[digest] = row
+    if pairs:
+        shown = "; ".join(f"lines {a['line']} ({a['path']}) and {b['line']} ({b['path']})" for a, b in pairs[:5])
+        print(f"ordclip: WARNING: {labels_csv}: {len(pairs)} image(s) are byte-identical to another listed under a "
+              f"different path: {shown}{' ...' if len(pairs) > 5 else ''}", file=sys.stderr)
+    return pairs
+
+
+def read_label_table(labels_csv: str | Path, image_root: str | Path,
+                     duplicates: str = "error") -> tuple[list[dict], list[str]]:
     """Rows ``{path, label, line, <protocol columns>}`` of a labels CSV and its protocol columns.
 
-    Every bad row fails with its line number in the file and what is wrong."""
+    Every bad row fails with its line number in the file and what is wrong; an image listed twice
+    fails naming both lines, or (``duplicates='drop'``) its identical repeats are dropped."""
     labels_csv, image_root = Path(labels_csv), Path(image_root)
     if not labels_csv.is_file():
         raise DataError(f"{labels_csv}: labels file not found")
+    if duplicates not in DUPLICATES:
+        raise DataError(f"{labels_csv}: duplicates {duplicates!r} is not one of {DUPLICATES}")
     rows: list[dict] = []
-    with open(labels_csv, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        fields = [c.strip() for c in reader.fieldnames or []]
-        reader.fieldnames = fields
-        missing = {"path", "label"} - set(fields)
-        if missing:
-            raise DataError(f"{labels_csv}: missing column(s) {sorted(missing)}; expected a header 'path,label'")
-        extra = protocol_columns(fields)
-        for row in reader:
-            line = reader.line_num
-            where = f"{labels_csv} line {line}"
-            if None in row:
-                raise DataError(f"{where}: {len(fields) + len(row[None])} fields for {len(fields)} columns")
-            path, label = (row["path"] or "").strip(), (row["label"] or "").strip()
-            try:
-                value = int(label)
-            except ValueError:
-                raise DataError(f"{where}: label {label!r} is not an integer") from None
-            if not path:
-                raise DataError(f"{where}: empty path")
-            if not (image_root / path).is_file():
-                raise DataError(f"{where}: image {image_root / path} not found")
-            out = {"path": path, "label": value, "line": line}
-            for column in extra:
-                out[column] = _check_protocol_value(column, (row[column] or "").strip(), where)
-            rows.append(out)
+    reader = csv.DictReader(io.StringIO(decode_text(labels_csv), newline=""))
+    fields = [c.strip() for c in reader.fieldnames or []]
+    reader.fieldnames = fields
+    missing = {"path", "label"} - set(fields)
+    if missing:
+        raise DataError(f"{labels_csv}: missing column(s) {sorted(missing)}; expected a header 'path,label'")
+    extra = protocol_columns(fields)
+    for row in reader:
+        line = reader.line_num
+        where = f"{labels_csv} line {line}"
+        if None in row:
+            raise DataError(f"{where}: {len(fields) + len(row[None])} fields for {len(fields)} columns")
+        path, label = (row["path"] or "").strip(), (row["label"] or "").strip()
+        try:
+            value = int(label)
+        except ValueError:
+            raise DataError(f"{where}: label {label!r} is not an integer") from None
+        if not path:
+            raise DataError(f"{where}: empty path")
+        if not (image_root / path).is_file():
+            raise DataError(f"{where}: image {image_root / path} not found")
+        out = {"path": path, "label": value, "line": line}
+        for column in extra:
+            out[column] = _check_protocol_value(column, (row[column] or "").strip(), where)
+        rows.append(out)
     if not rows:
         raise DataError(f"{labels_csv}: no rows")
-    return rows, extra
+    return drop_duplicates(rows, extra, labels_csv, duplicates), extra
 
 
 def read_labels(labels_csv: str | Path, image_root: str | Path) -> list[tuple[str, int]]:
@@ -94,10 +165,12 @@ def rank_range(labels: list[int], ranks: list[int] | None, where: str) -> tuple[
 
 
 def prepare(labels_csv: str | Path, image_root: str | Path, px: int, ranks: list[int] | None,
-            out_images: str | Path, out_index: str | Path) -> None:
+            out_images: str | Path, out_index: str | Path, duplicates: str = "error") -> None:
     """Write the decoded, resized uint8 cache and ``index.csv`` (index,path,label,rank and the
-    labels' protocol columns)."""
-    rows, extra = read_label_table(labels_csv, image_root)
+    labels' protocol columns). ``duplicates``: what to do with an image listed twice (error | drop);
+    byte-identical images under different paths are reported."""
+    rows, extra = read_label_table(labels_csv, image_root, duplicates)
+    report_identical(rows, Path(image_root), Path(labels_csv))
     lo, _ = rank_range([r["label"] for r in rows], ranks, str(labels_csv))
     images = np.empty((len(rows), px, px, 3), dtype=np.uint8)
     for i, row in enumerate(rows):
@@ -106,7 +179,7 @@ def prepare(labels_csv: str | Path, image_root: str | Path, px: int, ranks: list
                 images[i] = np.asarray(img.convert("RGB").resize((px, px), Image.BICUBIC))
         except (UnidentifiedImageError, OSError) as exc:
             raise DataError(f"{labels_csv} line {row['line']}: cannot decode image {row['path']}: {exc}") from None
-    with atomic_path(out_images) as tmp:
+    with atomic_path(out_images, checked=True) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, images)
     with atomic_path(out_index) as tmp:

@@ -166,6 +166,42 @@ def fewshot(split: np.ndarray, ranks: np.ndarray, shots: int, seed: int) -> np.n
     return out
 
 
+def smallest_rank_size(fold: int, cfg: dict, limit: int = 1000) -> int | None:
+    """The fewest images a rank needs for the protocol to give it at least one train, val and test
+    image (None for 'given', which depends on the dataset's own columns, or beyond ``limit``)."""
+    if cfg["protocol"] == "given":
+        return None
+    for n in range(1, limit + 1):
+        try:
+            split = PROTOCOLS[cfg["protocol"]]({"rank": np.zeros(n, dtype=np.int64)}, fold, cfg["seed"], cfg)
+        except DataError:
+            continue
+        if all((split == part).any() for part in ("train", "val", "test")):
+            return n
+    return None
+
+
+def check_usable(split: np.ndarray, index: dict[str, np.ndarray], fold: int, cfg: dict, index_csv: Path) -> None:
+    """Refuse a fold that cannot be trained and evaluated: fewer than two ranks in train, or an empty
+    train, val or test part. The error gives the images per rank and the smallest rank size the
+    protocol needs."""
+    ranks = index["rank"]
+    train_ranks = np.unique(ranks[split == "train"])
+    empty = [part for part in ("train", "val", "test") if not (split == part).any()]
+    if not empty and len(train_ranks) >= 2:
+        return
+    labels, counts = np.unique(index["label"], return_counts=True)
+    per_rank = ", ".join(f"{int(label)}: {int(c)}" for label, c in zip(labels, counts))
+    need = smallest_rank_size(fold, cfg)
+    problem = (f"empty {' and '.join(empty)} part{'s' if len(empty) > 1 else ''}" if empty
+               else f"only {len(train_ranks)} rank in its train part (ordinal regression needs at least 2)")
+    hint = (f"the {cfg['protocol']!r} protocol needs at least {need} images per rank (and at least 2 ranks)"
+            if need is not None else "the dataset's own split columns must give every part images of at least 2 ranks")
+    raise DataError(f"{index_csv}: split protocol {cfg['protocol']!r}, fold {fold}: {problem}; images per label: "
+                    f"{per_rank} ({len(labels)} label{'s' if len(labels) != 1 else ''}); {hint}; add images or "
+                    f"change datasets.<name>.split")
+
+
 def write_split(index_csv: str | Path, fold: int, cfg: dict, out: str | Path) -> None:
     """Write ``index,split`` for every image the fold uses."""
     index = read_index(index_csv)
@@ -175,6 +211,7 @@ def write_split(index_csv: str | Path, fold: int, cfg: dict, out: str | Path) ->
         raise DataError(f"{index_csv}: split protocol {cfg['protocol']!r}, fold {fold}: {exc}") from None
     if "shots" in cfg:
         split = fewshot(split, index["rank"], cfg["shots"], cfg["seed"])
+    check_usable(split, index, fold, cfg, Path(index_csv))
     with atomic_path(out) as tmp:
         with open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
