@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from ordclip import layout
-from ordclip.config import backbone_config, dataset_config, suite_config
+from ordclip.config import apply_rank_space, backbone_config, dataset_config, suite_config
 from ordclip.data.loader import ImagePipeline
 from ordclip.data.splits import read_index
 from ordclip.io import atomic_path
@@ -28,12 +28,14 @@ def embed(params: dict, suite: str, dataset: str, batch_size: int = 256) -> None
     torch.manual_seed(params["seed"])
     model = create_backbone(bb, layout.backbone_weights(bb["name"])).to(device)
     images = np.load(layout.prepared_images(dataset, bb["resize"]), mmap_mode="r")
-    pipeline = ImagePipeline(bb["image_size"], bb["normalize"], False, device)
+    # zero-shot CLIP and the probe on frozen CLIP features see images as CLIP was trained on them
+    pipeline = ImagePipeline(bb["image_size"], bb.get("features_normalize", "clip"), False, device)
     feats = []
     for start in range(0, len(images), batch_size):
         x = torch.from_numpy(np.array(images[start:start + batch_size])).to(device)
         feats.append(model.encode_image(pipeline(x, train=False)).float().cpu())
-    task = make_task(ds, read_index(layout.prepared_index(dataset, bb["resize"]))["label"])
+    # the text side serves zero-shot CLIP only (the linear probe fits its own head): its rank space
+    task = make_task(apply_rank_space(ds, "zeroshot"), read_index(layout.prepared_index(dataset, bb["resize"]))["label"])
     prompts = zeroshot_prompts(task.context, task.rank_names)
     text = encode_texts(model, tokenizer(bb), prompts).float().cpu()
     with atomic_path(layout.features(suite, dataset)) as tmp:
