@@ -114,6 +114,10 @@ def check(params: Mapping) -> None:
                 problems.append(f"{where}.ranks: {space['ranks']} must contain the dataset's ranks {ranks}")
             elif space.get("rank_names") and len(space["rank_names"]) != hi - lo + 1:
                 problems.append(f"{where}.rank_names: {len(space['rank_names'])} names for {hi - lo + 1} ranks")
+            elif lo < ranks[0] and (not starts or starts[0] > lo):
+                problems.append(f"{where}.ranks: a space below the dataset's lowest rank {ranks[0]} needs "
+                                f"datasets.{name}.coarse.starts from {lo} or below (NumCLIP's bins, which are "
+                                f"otherwise drawn from the labels)")
         split = ds.get("split", {})
         fractions = [split.get(k, 0) for k in ("train", "val", "test")]
         if split.get("protocol") == "stratified" and sum(fractions) > 1 + 1e-9:
