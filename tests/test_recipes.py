@@ -157,8 +157,6 @@ def test_numclip_reports_the_regressor_for_age_and_the_bin_logits_for_five_level
         aes = run_config(PARAMS, "paper", f"aesthetics_{cat}", "numclip")["method"]
         assert (aes["select_on"], aes["report"]) == ("mae_max", {"mae": "exp", "acc": "max"})
         assert aes["lr"]["context"] == 1e-5 and aes["epochs"] == 100   # tune-ctx-rank.yaml
-    for ds in ("fading", "blur"):
-        assert run_config(PARAMS, "demo", ds, "numclip")["method"]["report"] == {"mae": "exp", "acc": "max"}
 
 
 def test_numclip_predicts_value_bins_and_logits_where_bins_are_ranks():
@@ -267,12 +265,13 @@ datasets:
 suites:
   demo:
     datasets: [fading]
-    methods: [zeroshot, linear_probe, baseline, coop, numclip_fcrc_ce]
+    methods: [zeroshot, linear_probe, baseline, coop, l2rclip, numclip_fcrc_ce]
     folds: 1
     overrides:
       coop: {epochs: 1, batch_size: 16}
       baseline: {epochs: 1, batch_size: 16}
       numclip_fcrc_ce: {epochs: 1, batch_size: 16}
+      l2rclip: {stage1: {epochs: 1}, stage2: {epochs: 1}, batch_size: 16}
 """
 
 
@@ -312,12 +311,19 @@ def test_a_rank_space_trains_and_evaluates_in_its_own_ranks(small, monkeypatch):
     assert 0 <= metrics["test"]["mae"] <= 8
 
 
-@pytest.mark.parametrize("method", ["baseline", "numclip_fcrc_ce"])
+@pytest.mark.parametrize("method", ["baseline", "numclip_fcrc_ce", "l2rclip"])
 def test_new_recipes_run_end_to_end(small, monkeypatch, method):
     root, params = small
     monkeypatch.chdir(root)
     assert run(params, "demo", "fading", method, 0)
     evaluate(params, "demo", "fading", method, 0)
-    metrics = json.loads((root / layout.run_dir("demo", "fading", method, 0) / "metrics.json").read_text())
-    mode = {"baseline": "exp", "numclip_fcrc_ce": "bins"}[method]
+    run_dir = root / layout.run_dir("demo", "fading", method, 0)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    if method == "l2rclip":
+        assert [h["stage"] for h in log] == ["prompts", "image"]
+        assert set(log[0]["loss"]) == {"ce", "contrastive", "ordinal"} and set(log[1]["lr"]) == {
+            "image_encoder", "image_encoder_bias", "projection"}
+        assert "ranks" not in log[0]["lr"]                       # lr 0: not in the optimizer
+    mode = {"baseline": "exp", "numclip_fcrc_ce": "bins", "l2rclip": "exp"}[method]
     assert metrics["report"]["mae"] == mode and metrics["test"]["mae"] == metrics["val_selected"]["test"][mode]["mae"]
