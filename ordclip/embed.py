@@ -35,7 +35,8 @@ def embed(params: dict, suite: str, dataset: str, batch_size: int = 256) -> None
         x = torch.from_numpy(np.array(images[start:start + batch_size])).to(device)
         feats.append(model.encode_image(pipeline(x, train=False)).float().cpu())
     # the text side serves zero-shot CLIP only (the linear probe fits its own head): its rank space
-    task = make_task(apply_rank_space(ds, "zeroshot"), read_index(layout.prepared_index(dataset, bb["resize"]))["label"])
+    labels = read_index(layout.prepared_index(dataset, bb["resize"]))["label"]
+    task = make_task(apply_rank_space(ds, "zeroshot"), labels)
     prompts = zeroshot_prompts(task.context, task.rank_names)
     text = encode_texts(model, tokenizer(bb), prompts).float().cpu()
     with atomic_path(layout.features(suite, dataset)) as tmp:

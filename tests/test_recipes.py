@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from conftest import ROOT, prepare_fading
 from ordclip import layout
@@ -249,7 +248,7 @@ def test_rank_space_errors_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match=r"rank_spaces\.coop\.rank_names: 2 names for 101 ranks"):
         load_params([ROOT / "params.yaml", bad])
     bad.write_text("datasets: {fading: {rank_spaces: {coop: {ranks: [-1, 4]}}}}\n")
-    with pytest.raises(ConfigError, match=r"datasets\.fading\.rank_spaces\.coop\.ranks: a space below .*coarse\.starts"):
+    with pytest.raises(ConfigError, match=r"fading\.rank_spaces\.coop\.ranks: a space below .*coarse\.starts"):
         load_params([ROOT / "params.yaml", bad])
     assert apply_rank_space({"ranks": [0, 4]}, "coop") == {"ranks": [0, 4]}
 

@@ -44,16 +44,16 @@ class L2RCLIP(PromptMethod):
             groups.append(ParamGroup("rankformer", list(self.rankformer.parameters()), lr["rankformer"]))
         return groups
 
-    def _image_groups(self, lr: float, projection_lr: float, weight_decay: float | None) -> list[ParamGroup]:
+    def _image_groups(self, lr: float, projection_lr: float) -> list[ParamGroup]:
         """The visual tower (weights; biases at lr × bias_lr_factor with weight_decay_bias) and
         CLIP's text projection."""
         named = list(self.model.backbone.visual.named_parameters())
         s2 = self.cfg["stage2"]
         return [
-            ParamGroup("image_encoder", [p for n, p in named if "bias" not in n], lr, weight_decay),
+            ParamGroup("image_encoder", [p for n, p in named if "bias" not in n], lr),
             ParamGroup("image_encoder_bias", [p for n, p in named if "bias" in n], lr * s2["bias_lr_factor"],
                        s2["weight_decay_bias"]),
-            ParamGroup("projection", [self.model.backbone.text_projection], projection_lr, weight_decay),
+            ParamGroup("projection", [self.model.backbone.text_projection], projection_lr),
         ]
 
     def stages(self) -> list[Stage]:
@@ -67,7 +67,7 @@ class L2RCLIP(PromptMethod):
                           {**s1["loss_weights"], **s2["loss_weights"]}, view=s2["view"])]
         return [Stage("prompts", s1["epochs"], self._prompt_groups(s1["lr"]), dict(s1["loss_weights"]),
                       view=s1["view"]),
-                Stage("image", s2["epochs"], self._image_groups(s2["lr"]["image_encoder"], s2["lr"]["projection"], None),
+                Stage("image", s2["epochs"], self._image_groups(s2["lr"]["image_encoder"], s2["lr"]["projection"]),
                       dict(s2["loss_weights"]), view=s2["view"])]
 
     def losses(self, images: torch.Tensor, y: torch.Tensor, stage: Stage) -> dict[str, torch.Tensor]:
