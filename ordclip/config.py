@@ -134,6 +134,19 @@ def check(params: Mapping) -> None:
             if len(coarse.get("names", [])) != len(starts):
                 problems.append(f"datasets.{name}.coarse.names: {len(coarse.get('names', []))} names for "
                                 f"{len(starts)} bins")
+        for kind, space in (ds.get("rank_spaces") or {}).items():
+            where = f"datasets.{name}.rank_spaces.{kind}"
+            lo, hi = space["ranks"]
+            if ranks is None:
+                problems.append(f"{where}: a rank space needs the dataset's own datasets.{name}.ranks")
+            elif not lo <= ranks[0] <= ranks[1] <= hi:
+                problems.append(f"{where}.ranks: {space['ranks']} must contain the dataset's ranks {ranks}")
+            elif space.get("rank_names") and len(space["rank_names"]) != hi - lo + 1:
+                problems.append(f"{where}.rank_names: {len(space['rank_names'])} names for {hi - lo + 1} ranks")
+            elif lo < ranks[0] and (not starts or starts[0] > lo):
+                problems.append(f"{where}.ranks: a space below the dataset's lowest rank {ranks[0]} needs "
+                                f"datasets.{name}.coarse.starts from {lo} or below (NumCLIP's bins, which are "
+                                f"otherwise drawn from the labels)")
         split = ds.get("split", {})
         fractions = [split.get(k, 0) for k in ("train", "val", "test")]
         if split.get("protocol") == "stratified" and sum(fractions) > 1 + 1e-9:
@@ -173,6 +186,8 @@ def check(params: Mapping) -> None:
                     merged = deep_merge(deep_merge(params["methods"][m], (suite.get("overrides") or {}).get(m, {})),
                                         over)
                     problems += [f"{at}.{m} (merged over methods.{m}){p}" for p in _method_errors(merged)]
+    for name, method in params.get("methods", {}).items():
+        problems += [f"methods.{name}{p}" for p in untrained_head_errors(method)]
     for name, bb in params.get("backbones", {}).items():
         if bb.get("resize", 0) < bb.get("image_size", 0):
             problems.append(f"backbones.{name}.resize: {bb['resize']} is below image_size {bb['image_size']} "
@@ -187,14 +202,27 @@ def check(params: Mapping) -> None:
         raise ConfigError("invalid parameters:\n  " + "\n  ".join(problems))
 
 
+def untrained_head_errors(method: Mapping) -> list[str]:
+    """NumCLIP: reporting or selecting on the regressor's ``value`` while its L1 weight is 0 would
+    report a head that never trained. Key paths relative to the method."""
+    if method.get("kind") != "numclip" or (method.get("loss_weights") or {}).get("l1", 1) != 0:
+        return []
+    keys = [("select_on", str(method.get("select_on", "")).rpartition("_")[2]),
+            *((f"report.{k}", m) for k, m in (method.get("report") or {}).items())]
+    return [f".{key}: 'value' is the regressor's estimate, never trained with loss_weights.l1 = 0; use the "
+            f"bin-based prediction (bins, or exp/max where the bins are the ranks)" for key, mode in keys
+            if mode == "value"]
+
+
 def _method_errors(method: Mapping) -> list[str]:
     """Schema errors of one method's parameters (e.g. after a suite's overrides are merged in)."""
     import jsonschema
 
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
     validator = jsonschema.Draft202012Validator({"$ref": "#/$defs/method", "$defs": schema["$defs"]})
-    return [f"{''.join(f'.{p}' for p in e.absolute_path)}: {e.message}"
-            for e in sorted(validator.iter_errors(dict(method)), key=lambda e: list(e.absolute_path))][:5]
+    errors = [f"{''.join(f'.{p}' for p in e.absolute_path)}: {e.message}"
+              for e in sorted(validator.iter_errors(dict(method)), key=lambda e: list(e.absolute_path))][:5]
+    return errors or untrained_head_errors(method)
 
 
 def _unknown_keys(base: Mapping, over: Mapping, where: str) -> list[str]:
@@ -293,6 +321,22 @@ def raw_source(params: Mapping, name: str) -> tuple[str, str]:
     return layout.raw_labels(name), layout.raw_dir(name)
 
 
+def apply_rank_space(ds: Mapping, kind: str) -> dict:
+    """The dataset as a method of ``kind`` sees it: its own ranks, or the rank space
+    ``rank_spaces.<kind>`` (e.g. OrdinalCLIP's 101 ranks, ages 0..100, on MORPH II) with its rank
+    words. ``rank_offset`` = dataset's lowest rank label − the space's: the prepared ranks (label −
+    the dataset's lowest) plus it are the ranks of the space."""
+    space = (ds.get("rank_spaces") or {}).get(kind)
+    if not space:
+        return dict(ds)
+    out = {k: v for k, v in ds.items() if k != "rank_names"}
+    out["ranks"] = list(space["ranks"])
+    if space.get("rank_names"):
+        out["rank_names"] = list(space["rank_names"])
+    out["rank_offset"] = ds["ranks"][0] - space["ranks"][0]
+    return out
+
+
 def method_config(params: Mapping, suite: str, name: str, dataset: str | None = None) -> dict:
     """The method's parameters with the suite's overrides merged in, then the suite's overrides
     for this dataset (``dataset_overrides.<dataset>.<method>``; a few-shot variant takes its base's)."""
@@ -321,7 +365,7 @@ def run_config(params: Mapping, suite: str, dataset: str, method: str) -> dict:
         "device": s.get("device", "auto"),
         "precision": s.get("precision", "auto"),
         "backbone": backbone_config(params, s["backbone"]),
-        "dataset": dataset_config(params, dataset),
+        "dataset": apply_rank_space(dataset_config(params, dataset), params["methods"][method]["kind"]),
         "method": method_config(params, suite, method, dataset),
     }
 

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from ordclip import layout
+from ordclip.config import apply_rank_space
 from ordclip.data.loader import ImagePipeline
 from ordclip.data.splits import read_index
 from ordclip.io import atomic_path, load_numpy
@@ -28,12 +29,15 @@ def embed(job: dict, batch_size: int = 256) -> None:
     torch.manual_seed(job["seed"])
     model = create_backbone(bb, layout.backbone_weights(bb["name"])).to(device)
     images = load_numpy(layout.prepared_images(dataset, bb["resize"]), "prepare", mmap_mode="r")
-    pipeline = ImagePipeline(bb["image_size"], bb["normalize"], False, device)
+    # zero-shot CLIP and the probe on frozen CLIP features see images as CLIP was trained on them
+    pipeline = ImagePipeline(bb["image_size"], bb.get("features_normalize", "clip"), False, device)
     feats = []
     for start in range(0, len(images), batch_size):
         x = torch.from_numpy(np.array(images[start:start + batch_size])).to(device)
         feats.append(model.encode_image(pipeline(x, train=False)).float().cpu())
-    task = make_task(ds, read_index(layout.prepared_index(dataset, bb["resize"]))["label"])
+    # the text side serves zero-shot CLIP only (the linear probe fits its own head): its rank space
+    labels = read_index(layout.prepared_index(dataset, bb["resize"]))["label"]
+    task = make_task(apply_rank_space(ds, "zeroshot"), labels)
     prompts = zeroshot_prompts(task.context, task.rank_names)
     text = encode_texts(model, tokenizer(bb), prompts).float().cpu()
     with atomic_path(layout.features(suite, dataset), checked=True) as tmp:

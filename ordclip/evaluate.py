@@ -27,7 +27,7 @@ def select(outputs: list[dict[str, np.ndarray]], y: np.ndarray, select_on: str) 
 
 
 def _candidates(npz, part: str) -> list[dict[str, np.ndarray]]:
-    keys = [k for k in ("logits", "value") if f"{part}_{k}" in npz]
+    keys = [k for k in ("logits", "value", "bin_value") if f"{part}_{k}" in npz]
     return [{k: npz[f"{part}_{k}"][i] for k in keys} for i in range(len(npz["candidates"]))]
 
 

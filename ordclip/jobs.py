@@ -85,8 +85,14 @@ def job_config(params: Mapping, verb: str, **keys: Any) -> dict:
     if verb == "table":
         s = C.suite_config(params, keys["suite"])
         datasets, methods = C.table_grid(params, keys["suite"], keys["name"])
+        spaces = {}
+        for d in datasets:
+            ds = C.dataset_config(params, d)
+            if ds.get("rank_spaces") and ds.get("ranks"):
+                spaces[d] = {m: C.apply_rank_space(ds, C.method_config(params, keys["suite"], m, d)["kind"])["ranks"]
+                             for m in methods}
         return {"suite": keys["suite"], "name": keys["name"], "backbone": s["backbone"],
-                "datasets": datasets, "methods": methods, "overall": s.get("overall") or {}}
+                "datasets": datasets, "methods": methods, "overall": s.get("overall") or {}, "rank_spaces": spaces}
     raise ConfigError(f"unknown verb {verb!r} (one of {sorted(VERBS)})")
 
 

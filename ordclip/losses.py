@@ -102,3 +102,30 @@ def ordinal_pairwise_loss(image_features: torch.Tensor, text_features: torch.Ten
     dist = sq.clamp_min(1e-12).sqrt()
     tightness = (image_features - text_features[y]).pow(2).sum(dim=1).mean()
     return tightness - (w * dist).mean()
+
+
+def ordinal_stage1_loss(image_features: torch.Tensor, text_features: torch.Tensor,
+                        center_features: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """L2RCLIP's stage-1 ordinal regulariser (the released `loss/ordinal_ce_stage1.py`,
+    `ordinal_entropy_stage1`, raywang335/L2RCLIP @ 168fd4b, lines 9-37), over the pairs i < j of the batch.
+
+    f_i image features, t_i the text feature of image i's rank, g_i its centre (all (B, D)):
+        w_ij = (|y_i − y_j| − min_{i<j} |y_i − y_j|) / max_{i<j} |y_i − y_j|   (divided by the max,
+               not max − min, as released)
+        L_d  = −mean_{i<j} w_ij ‖f_i − t_j‖₂         (push images from the texts of far ranks)
+        L_c  = −mean_{i<j} w_ij ‖t_i − t_j‖₂         (spread the rank texts by rank distance)
+        L_t  =  mean_i ‖f_i − g_i‖²                  (tightness)
+        L = L_d + 0.5 · L_t + 0.5 · L_c.
+    A batch of one image has no pair (L_d = L_c = 0); a batch of one rank has max 0, where the
+    released code divides by zero: its weights are 0 here.
+    """
+    b = y.shape[0]
+    pairs = torch.triu(torch.ones(b, b, dtype=torch.bool, device=y.device), diagonal=1)
+    tightness = (image_features - center_features).pow(2).sum(dim=1).mean()
+    if b < 2:
+        return 0.5 * tightness
+    gaps = (y[:, None] - y[None, :]).abs().to(image_features.dtype)[pairs]
+    w = (gaps - gaps.min()) / gaps.max().clamp_min(1)
+    push = -(w * torch.cdist(image_features, text_features)[pairs]).mean()
+    spread = -(w * torch.cdist(text_features, text_features)[pairs]).mean()
+    return push + 0.5 * tightness + 0.5 * spread

@@ -53,11 +53,16 @@ def summarize(pred, y) -> dict[str, float | None]:
     }
 
 
+VALUE_MODES = {"value": "value", "bin_value": "bins"}  # output key -> mode (NumCLIP's regressor / bins)
+
+
 def mode_predictions(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """All prediction modes a run's outputs support: exp and max from logits, value if regressed."""
+    """All prediction modes a run's outputs support: exp and max from logits, ``value`` (a
+    regressor) and ``bins`` (NumCLIP's bin-based value) where the method outputs them."""
     preds = {mode: predict(outputs["logits"], mode) for mode in MODES} if "logits" in outputs else {}
-    if "value" in outputs:
-        preds["value"] = np.asarray(outputs["value"], dtype=np.float64)
+    for key, mode in VALUE_MODES.items():
+        if key in outputs:
+            preds[mode] = np.asarray(outputs[key], dtype=np.float64)
     return preds
 
 

@@ -102,22 +102,27 @@ def read_cells(suite: str, datasets: list[str], methods: list[str],
 PUBLISHED = Path(__file__).with_name("published.yaml")
 
 
+STATUSES = ("FT-IMG", "FT-ABS", "MAINT", "USER", "SEC", "TER")
+
+
 def published(path: str | Path = PUBLISHED) -> list[dict]:
-    """The numbers the papers report (ordclip/published.yaml), each with its source."""
+    """The numbers the papers report (ordclip/published.yaml), each with its source and status."""
     entries = yaml.safe_load(Path(path).read_text()) or []
     for i, e in enumerate(entries):
-        missing = {"dataset", "method", "metric", "value", "source", "checked"} - set(e)
-        if missing or e["metric"] not in ("mae", "acc"):
-            raise ConfigError(f"{path}: entry {i} ({e.get('dataset')}/{e.get('method')}): "
-                              f"missing {sorted(missing)} or metric not mae|acc")
+        missing = {"dataset", "method", "metric", "value", "source", "status", "checked"} - set(e)
+        if missing or e["metric"] not in ("mae", "acc") or e["status"] not in STATUSES:
+            raise ConfigError(f"{path}: entry {i} ({e.get('dataset')}/{e.get('method')}): missing {sorted(missing)}, "
+                              f"or metric not mae|acc, or status not one of {'|'.join(STATUSES)}")
     return entries
 
 
 def comparison(df: pd.DataFrame, entries: list[dict]) -> str:
     """Markdown: paper, ours and ours − paper for every cell of ``df`` that has a published number.
-    Ours twice: selected on validation (our headline) and on test (what the official code does)."""
-    lines = ["| dataset | method | metric | paper | ours | ours − paper | ours, test-selected | source |",
-             "|---|---|---|---|---|---|---|---|"]
+    Ours twice: selected on validation (our headline) and on test (what the official code does);
+    then the number's status, the paper's backbone for that row and the source."""
+    lines = ["| dataset | method | metric | paper | ours | ours − paper | ours, test-selected | status | "
+             "paper's backbone | source |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for e in entries:
         scale = 100 if e["metric"] == "acc" else 1
         got = {}
@@ -128,14 +133,32 @@ def comparison(df: pd.DataFrame, entries: list[dict]) -> str:
             continue
         unit = " %" if e["metric"] == "acc" else ""
         mark = "" if e["checked"] else " †"
+        std = f" ± {e['std']:.2f}" if e.get("std") is not None else ""
         test = "–" if got["test"] is None else f"{got['test']:.2f}{unit}"
         lines.append(f"| {e['dataset']} | {e['method']} | {e['metric'].upper() if scale == 1 else 'Acc'} | "
-                     f"{e['value']:.2f}{unit}{mark} | {got['val']:.2f}{unit} | {got['val'] - e['value']:+.2f} | "
-                     f"{test} | {' '.join(e['source'].split())} |")
+                     f"{e['value']:.2f}{std}{unit}{mark} | {got['val']:.2f}{unit} | {got['val'] - e['value']:+.2f} | "
+                     f"{test} | {e['status']} | {' '.join(str(e.get('backbone', '–')).split())} | "
+                     f"{' '.join(e['source'].split())} |")
     if len(lines) == 2:
         return ""
     return ("\n## Published numbers beside ours\n\n" + "\n".join(lines) +
-            "\n\n† not yet checked against the paper's own table (see ordclip/published.yaml).\n")
+            "\n\n† not read off the paper's own table (status: see ordclip/published.yaml). Our numbers use this "
+            "suite's backbone, which may differ from the paper's (column \"paper's backbone\").\n")
+
+
+def rank_space_note(rank_spaces: dict[str, dict[str, list[int]]]) -> str:
+    """One line per dataset on which some methods run in a rank space of their own
+    (datasets.<name>.rank_spaces, e.g. OrdinalCLIP's 101 ranks on MORPH II); ``rank_spaces``:
+    {dataset: {method: [lowest, highest rank]}} (ordclip.jobs.job_config "table")."""
+    lines = []
+    for d, per_method in rank_spaces.items():
+        by_space: dict[str, list[str]] = {}
+        for m, space in per_method.items():
+            by_space.setdefault(f"{space[0]}..{space[1]}", []).append(m)
+        if len(by_space) > 1:
+            lines.append(f"`{d}`: ranks " + "; ".join(f"{s} ({', '.join(ms)})" for s, ms in by_space.items())
+                         + " (each method's official rank space; MAE in label units either way).\n")
+    return "".join(lines)
 
 
 def _pm(mean: float | None, std: float | None, scale: float, digits: int) -> str:
@@ -191,5 +214,6 @@ def make_table(job: dict) -> None:
     groups = {g: m for g, m in job["overall"].items() if g in datasets}
     for g, members in groups.items():
         note += f"`{g}` is the mean of {', '.join(members)} (per fold, then over folds).\n"
+    note += rank_space_note(job["rank_spaces"])
     write_text(layout.table_file(suite, name, "md"), f"# {TITLES[name]}\n\n{note}\n" + markdown(df, methods, datasets)
                + comparison(df, published()))

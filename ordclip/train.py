@@ -37,10 +37,14 @@ from ordclip.methods import METHODS, load
 from ordclip.methods.base import Stage
 from ordclip.metrics import mode_predictions, selection_score, summarize
 from ordclip.models.backbone import create_backbone, tokenizer
+from ordclip.optim import RAdam
 from ordclip.runs import device_for, inputs, lineage, task_for
 
 OPTIMIZERS = {
-    "radam": torch.optim.RAdam,
+    # OrdinalCLIP's RAdam: decoupled weight decay, no step while ρ_t < 5 (ordclip/optim.py)
+    "radam": RAdam,
+    # torch's RAdam (L2 weight decay in the gradient, un-rectified early steps): a named variant
+    "radam_torch": torch.optim.RAdam,
     "adam": torch.optim.Adam,
     "adamw": torch.optim.AdamW,
     "sgd": lambda groups, **kw: torch.optim.SGD(groups, momentum=0.9, **kw),
@@ -75,7 +79,11 @@ def stop_requests(signals: tuple[signal.Signals, ...] = STOP_SIGNALS):
 
 
 def make_optimizer(stage: Stage, cfg: dict) -> torch.optim.Optimizer:
-    groups = [{"params": g.params, "lr": g.lr, "name": g.name} for g in stage.groups if g.lr > 0]
+    """The method's optimizer over the stage's groups with a learning rate > 0; a group's own
+    ``weight_decay`` (e.g. L2RCLIP's biases) replaces the method's."""
+    groups = [{"params": g.params, "lr": g.lr, "name": g.name,
+               **({"weight_decay": g.weight_decay} if g.weight_decay is not None else {})}
+              for g in stage.groups if g.lr > 0]
     if not groups:
         raise ConfigError(f"methods.{cfg['name']}.lr: every learning rate of stage {stage.name!r} is 0")
     return OPTIMIZERS[cfg["optimizer"]](groups, weight_decay=cfg["weight_decay"])
@@ -121,10 +129,11 @@ def predict_part(method, part: Part, pipeline: ImagePipeline, amp, batch_size: i
     method.eval()
     with amp:
         state = method.eval_state()
+    view = getattr(method, "eval_view", None)
     chunks: dict[str, list] = {}
     for start in range(0, len(part.index), batch_size):
         with amp:
-            out = method.predict(pipeline(part.images[start:start + batch_size], train=False), state)
+            out = method.predict(pipeline(part.images[start:start + batch_size], train=False, view=view), state)
         for k, v in out.items():
             chunks.setdefault(k, []).append(v.float().cpu())
     return {k: torch.cat(v).numpy() for k, v in chunks.items()}
@@ -150,7 +159,7 @@ def _train_epoch(method, stage, part, pipeline, opt, gen, batch_size, amp, bar, 
         perm, first, sums = partial["perm"], partial["next"], dict(partial["sums"])
     for start in range(first, n, batch_size):
         idx = perm[start:start + batch_size].to(part.images.device)
-        x, y = pipeline(part.images[idx], train=True, generator=gen), part.ranks[idx]
+        x, y = pipeline(part.images[idx], train=True, generator=gen, view=stage.view), part.ranks[idx]
         with amp:
             terms = method.losses(x, y, stage)
         unknown = set(terms) - set(stage.loss_weights)
@@ -221,7 +230,7 @@ def run(job: dict, stop_after: int | None = None) -> bool:
 
 def _fit_features(cfg: dict, paths: dict[str, str], out: Path) -> None:
     feats = load_numpy(paths["features"], "embed")
-    ranks = read_index(paths["index"])["rank"]
+    ranks = read_index(paths["index"])["rank"] + cfg["dataset"].get("rank_offset", 0)
     split = read_split(paths["split"])
     task = task_for(cfg)
     x = feats["image_features"]
@@ -354,6 +363,8 @@ def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path, stop: 
     amp = amp_context(device, cfg.get("precision", "auto"))
     torch.manual_seed(cfg["seed"])
     parts = load_fold(paths["images"], paths["index"], paths["split"], device)
+    for part in parts.values():  # ranks of the method's rank space (ordclip.config.apply_rank_space)
+        part.ranks = part.ranks + ds.get("rank_offset", 0)
     if len(parts["train"].index) == 0 or len(parts["val"].index) == 0:
         raise ConfigError(f"{paths['split']}: fold {fold} has an empty train or val part")
     method = build_method(cfg, device, paths["weights"])

@@ -32,12 +32,12 @@ suites:
     methods: [zeroshot, coop]
     folds: 2
     overrides:
-      coop: {epochs: 1}
+      coop: {epochs: 1, batch_size: 4}  # 6 steps: the official RAdam skips the first 5
 """
 MINE = """
 suites:
   mine: {datasets: [fading], methods: [zeroshot, coop], folds: 2, backbone: tiny,
-         overrides: {coop: {epochs: 1}}}
+         overrides: {coop: {epochs: 1, batch_size: 4}}}
 """
 TABLE = "results/table1.csv"
 
@@ -132,7 +132,7 @@ def test_a_run_is_recorded_and_plans_nothing_more(built):
     metrics = _dvc(built, "metrics", "show", "--json")
     assert "results/demo/table1.metrics.json" in metrics.stdout, metrics.stdout + metrics.stderr
     # a params file that changes nothing a job reads, with an unrelated suite, plans nothing
-    (built / "same.yaml").write_text("methods:\n  coop: {epochs: 1}\n" + MINE)
+    (built / "same.yaml").write_text("suites:\n  demo: {overrides: {coop: {epochs: 1, batch_size: 4}}}\n" + MINE)
     assert _planned(_snakemake(built, "-n", TABLE, "--configfile", "small.yaml", "same.yaml")) == {}
     # a value a job reads plans exactly its jobs and what follows from them
     (built / "lr.yaml").write_text("suites:\n  demo: {overrides: {coop: {lr: {context: 0.01}}}}\n")

@@ -161,11 +161,13 @@ def test_coarse_bins_from_config_and_the_five_level_default():
         make_task(_dataset([1, 10], coarse={"starts": [2, 4, 6, 8, 9], "names": list("abcde")}), np.array([1]))
 
 
-L2R = {"n_ctx": 4, "init_ranks": True, "tokens_per_rank": 1, "stages": "two",
+L2R = {"n_ctx": 4, "init_ranks": True, "tokens_per_rank": 1, "stages": "two", "weight_decay": 5e-4,
        "rankformer": {"enabled": True, "layers": 1, "heads": 4, "alpha": 0.1, "blend": "residual"},
-       "stage1": {"epochs": 1, "lr": {"context": 1e-3, "ranks": 1e-3, "rankformer": 1e-3},
-                  "loss_weights": {"ce": 1.0, "contrastive": 1.0}},
-       "stage2": {"epochs": 1, "lr": {"image_encoder": 1e-3}, "loss_weights": {"ce": 1.0, "pairwise": 1.0}}}
+       "stage1": {"epochs": 1, "lr": {"context": 1e-3, "ranks": 0.0, "rankformer": 1e-3},
+                  "loss_weights": {"ce": 1.0, "contrastive": 1.0, "ordinal": 1.0}, "view": "resize"},
+       "stage2": {"epochs": 1, "lr": {"image_encoder": 1e-3, "projection": 1e-3}, "bias_lr_factor": 2.0,
+                  "weight_decay_bias": 1e-4, "loss_weights": {"ce": 1.0, "pairwise": 1.0}, "view": "resize_flip"},
+       "single_stage": {"image_encoder_lr_factor": 0.005, "image_encoder_wd_factor": 0.01}}
 NUM = {"init_context": True, "n_ctx": 4, "adapter": {"reduction": 4, "ratio": 0.8}, "fcrc": True,
        "lr": {"context": 0.0, "ranks": 1e-3, "image_encoder": 1e-3, "adapter": 1e-3, "regressor": 1e-3},
        "epochs": 1, "loss_weights": {"ce": 1.0, "kl": 1.0, "l1": 1.0}}
@@ -186,6 +188,8 @@ def _build(kind, cfg, task):
 
 
 def test_l2rclip_stages_train_exactly_their_parameters():
+    # make_optimizer_prompt.py: stage 1 the global context and RankFormer (rank words fixed);
+    # stage 2 the image encoder and the projection (biases at lr x BIAS_LR_FACTOR).
     import numpy as np
 
     task = make_task(_dataset([0, 5]), np.array([0]))
@@ -194,10 +198,21 @@ def test_l2rclip_stages_train_exactly_their_parameters():
     got = _grads(method, prompts)
     assert got and all(n.startswith("model.prompts.") for n in got)
     assert any("rank_transform" in n for n in got) and "model.prompts.context" in got
+    assert "model.prompts.ranks" not in got
+    assert set(prompts.loss_weights) == {"ce", "contrastive", "ordinal"}
     got = _grads(method, image)
-    assert got and all(n.startswith("model.backbone.visual.") for n in got)
+    assert got and all(n.startswith("model.backbone.visual.") or n == "model.backbone.text_projection" for n in got)
+    assert "model.backbone.text_projection" in got
+    groups = {g.name: g for g in image.groups}
+    assert groups["image_encoder_bias"].lr == pytest.approx(2e-3) and groups["image_encoder_bias"].weight_decay == 1e-4
+    assert all(p.ndim == 1 for p in groups["image_encoder_bias"].params)
+    assert (prompts.view, image.view, method.eval_view) == ("resize", "resize_flip", "resize")
     single = _build("l2rclip", {**L2R, "stages": "single"}, task).stages()
-    assert len(single) == 1 and set(single[0].loss_weights) == {"ce", "contrastive", "pairwise"}
+    assert len(single) == 1 and set(single[0].loss_weights) == {"ce", "contrastive", "ordinal", "pairwise"}
+    one = {g.name: g for g in single[0].groups}
+    assert one["image_encoder"].lr == pytest.approx(1e-3 * 0.005)
+    assert one["image_encoder"].weight_decay == pytest.approx(5e-4 * 0.01)
+    assert one["ranks"].lr == 0.0 and one["context"].lr == 1e-3
     no_rf = _build("l2rclip", {**L2R, "rankformer": {**L2R["rankformer"], "enabled": False}}, task)
     assert no_rf.rankformer is None and [g.name for g in no_rf.stages()[0].groups] == ["context", "ranks"]
 
@@ -212,4 +227,4 @@ def test_numclip_trains_ranks_image_adapter_regressor_not_context_or_text():
     prefixes = {n.split(".")[0] if not n.startswith("model.") else ".".join(n.split(".")[:3]) for n in got}
     assert prefixes == {"model.prompts.ranks", "model.backbone.visual", "adapter", "regressor"}
     out = method.predict(torch.randn(2, 3, 32, 32))
-    assert set(out) == {"value"} and out["value"].shape == (2,)
+    assert set(out) == {"value", "bin_value"} and out["value"].shape == (2,)

@@ -6,6 +6,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import ROOT
+
 from ordclip import layout
 from ordclip.errors import ConfigError
 from ordclip.tables import comparison, published, read_cells
@@ -54,6 +56,46 @@ def test_published_numbers_beside_ours():
 
 def test_a_bad_published_entry_is_named(tmp_path):
     bad = tmp_path / "p.yaml"
-    bad.write_text("- {dataset: d, method: m, metric: rmse, value: 1, source: x, checked: false}\n")
+    bad.write_text("- {dataset: d, method: m, metric: rmse, value: 1, source: x, status: SEC, checked: false}\n")
     with pytest.raises(ConfigError, match="entry 0 .*d/m"):
         published(bad)
+    bad.write_text("- {dataset: d, method: m, metric: mae, value: 1, source: x, status: memory, checked: false}\n")
+    with pytest.raises(ConfigError, match="entry 0 .*status not one of"):
+        published(bad)
+
+
+def test_every_published_number_has_a_cell_of_the_paper_suite():
+    from ordclip.config import load_params
+    from ordclip.config import table_grid
+
+    params = load_params([ROOT / "params.yaml"])
+    cells = set()
+    for name in ("table1", "table2", "table3"):
+        datasets, methods = table_grid(params, "paper", name)
+        groups = [g for g, ds in params["suites"]["paper"]["overall"].items() if set(ds) <= set(datasets)]
+        cells |= {(d, m) for d in [*datasets, *groups] for m in methods}
+    entries = published()
+    assert len(entries) == 89
+    assert [(e["dataset"], e["method"]) for e in entries if (e["dataset"], e["method"]) not in cells] == []
+    by_key = {(e["dataset"], e["method"], e["metric"]): e for e in entries}
+    ordinalclip = by_key[("morph2", "ordinalclip", "mae")]
+    assert ordinalclip["value"] == 2.32 and ordinalclip["checked"] and ordinalclip["status"] == "FT-IMG"
+    assert by_key[("adience", "coop", "acc")]["std"] == 5.5
+    assert by_key[("aesthetics", "ordinalclip", "acc")]["value"] == 73.05
+    assert by_key[("morph2-64shot", "baseline", "mae")]["value"] == 2.84
+    l2rclip = by_key[("adience", "l2rclip", "acc")]
+    assert l2rclip["status"] == "TER" and not l2rclip["checked"]
+    assert all("backbone" in e for e in entries)
+
+
+def test_the_table_note_names_each_methods_rank_space():
+    from ordclip.config import load_params
+    from ordclip.jobs import job_config
+    from ordclip.tables import rank_space_note
+
+    params = load_params([ROOT / "params.yaml"])
+    note = rank_space_note(job_config(params, "table", suite="paper", name="table1")["rank_spaces"])
+    assert note.startswith("`morph2`: ranks 0..100 (zeroshot, baseline, coop, ordinalclip, numclip); "
+                           "16..77 (linear_probe, l2rclip)")
+    assert "adience" not in note
+    assert "`morph2-4shot`" in rank_space_note(job_config(params, "table", suite="paper", name="table2")["rank_spaces"])

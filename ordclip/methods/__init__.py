@@ -15,6 +15,7 @@ from types import ModuleType
 METHODS: dict[str, dict[str, str]] = {
     "zeroshot": {"module": "ordclip.methods.zeroshot", "trains_on": "features"},
     "linear_probe": {"module": "ordclip.methods.linear_probe", "trains_on": "features"},
+    "baseline": {"module": "ordclip.methods.baseline", "trains_on": "images"},
     "coop": {"module": "ordclip.methods.coop", "trains_on": "images"},
     "ordinalclip": {"module": "ordclip.methods.ordinalclip", "trains_on": "images"},
     "l2rclip": {"module": "ordclip.methods.l2rclip", "trains_on": "images"},

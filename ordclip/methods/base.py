@@ -26,20 +26,25 @@ class Task:
 
 @dataclass
 class ParamGroup:
+    """Parameters trained at one learning rate (0 = frozen); ``weight_decay`` None = the method's."""
+
     name: str
     params: list[nn.Parameter]
     lr: float
+    weight_decay: float | None = None
 
 
 @dataclass
 class Stage:
     """One training stage: how long, which parameters at which learning rate (lr 0 = frozen),
-    and the weight of each loss term."""
+    the weight of each loss term, and the view of the training images (ordclip.data.loader.VIEWS;
+    None = random crop + flip)."""
 
     name: str
     epochs: int
     groups: list[ParamGroup]
     loss_weights: dict[str, float] = field(default_factory=dict)
+    view: str | None = None
 
 
 class RankTextModel(nn.Module):

@@ -1,13 +1,22 @@
 """L2RCLIP (Wang et al., NeurIPS 2023, "Learning-to-Rank Meets Language"), from the paper and the
-released loss fragments (the model code was never released; every unreleased value is marked
-"our choice" in params.yaml).
+released fragments (raywang335/L2RCLIP @ 168fd4b; the model code was never released; every
+unreleased value is marked "our choice" in params.yaml and docs/recipes/l2rclip.md).
 
 Prompts: learned global context + rank prompts initialised from the rank words, refined by
-RankFormer. Two stages, as the released optimizer builders (CLIP-ReID scheme):
-  stage 1, prompts + RankFormer (image encoder frozen): CE image→text + asymmetric text→image
-           contrastive loss;
-  stage 2, image encoder (prompts frozen): CE + cross-modal ordinal pairwise loss.
-The single-stage ablation trains everything at once with all three losses.
+RankFormer. Two stages, as the released optimizer builders (solver/make_optimizer_prompt.py):
+  stage 1 (make_optimizer_1stage, lines 4-25): only the global context ("prompt_globellearner") and
+           RankFormer ("transformer_head") train; the rank word embeddings and the image encoder stay
+           fixed. Loss: CE image→text + asymmetric text→image contrastive + the stage-1 ordinal
+           regulariser (loss/ordinal_ce_stage1.py). Images: the test transform (resize, no crop, no
+           flip), as the stage-1 loader (datasets/make_dataloader_clipreid.py:71, :112).
+  stage 2 (make_optimizer_2stage, lines 52-76): the image encoder and the projection layers train
+           (names with "image_encoder" or "projection": here CLIP's visual tower and its text
+           projection), biases at lr × bias_lr_factor with their own weight decay; prompts fixed.
+           Loss: CE + cross-modal ordinal pairwise loss (loss/ordinal_ce.py). Images: resize + flip,
+           no crop (make_dataloader_clipreid.py:51-58).
+  evaluation: resize, no crop (make_dataloader_clipreid.py:61-65).
+The single-stage ablation (make_optimizer_one_stage, lines 27-49) trains context, RankFormer and
+the image encoder at once, the image encoder at the base lr × 0.005 and weight decay × 0.01.
 """
 
 from __future__ import annotations
@@ -15,39 +24,65 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ordclip.losses import asymmetric_contrastive_loss, ce_loss, ordinal_pairwise_loss
+from ordclip.losses import asymmetric_contrastive_loss, ce_loss, ordinal_pairwise_loss, ordinal_stage1_loss
 from ordclip.methods.base import ParamGroup, PromptMethod, Stage, Task
 from ordclip.models.prompts import PromptLearner
 from ordclip.models.rankformer import RankFormer
 
 
 class L2RCLIP(PromptMethod):
+    eval_view = "resize"
+
     def __init__(self, backbone: nn.Module, prompts: PromptLearner, cfg: dict) -> None:
         super().__init__(backbone, prompts, cfg)
         self.rankformer = prompts.rank_transform
 
+    def _prompt_groups(self, lr: dict) -> list[ParamGroup]:
+        groups = [ParamGroup("context", [self.model.prompts.context], lr["context"]),
+                  ParamGroup("ranks", [self.model.prompts.ranks], lr["ranks"])]
+        if self.rankformer is not None:
+            groups.append(ParamGroup("rankformer", list(self.rankformer.parameters()), lr["rankformer"]))
+        return groups
+
+    def _image_groups(self, lr: float, projection_lr: float) -> list[ParamGroup]:
+        """The visual tower (weights; biases at lr × bias_lr_factor with weight_decay_bias) and
+        CLIP's text projection."""
+        named = list(self.model.backbone.visual.named_parameters())
+        s2 = self.cfg["stage2"]
+        return [
+            ParamGroup("image_encoder", [p for n, p in named if "bias" not in n], lr),
+            ParamGroup("image_encoder_bias", [p for n, p in named if "bias" in n], lr * s2["bias_lr_factor"],
+                       s2["weight_decay_bias"]),
+            ParamGroup("projection", [self.model.backbone.text_projection], projection_lr),
+        ]
+
     def stages(self) -> list[Stage]:
         s1, s2 = self.cfg["stage1"], self.cfg["stage2"]
-        prompt_groups = [ParamGroup("context", [self.model.prompts.context], s1["lr"]["context"]),
-                         ParamGroup("ranks", [self.model.prompts.ranks], s1["lr"]["ranks"])]
-        if self.rankformer is not None:
-            prompt_groups.append(ParamGroup("rankformer", list(self.rankformer.parameters()), s1["lr"]["rankformer"]))
-        image = [ParamGroup("image_encoder", list(self.model.backbone.visual.parameters()), s2["lr"]["image_encoder"])]
         if self.cfg["stages"] == "single":
-            return [Stage("joint", s1["epochs"] + s2["epochs"], prompt_groups + image,
-                          {**s1["loss_weights"], **s2["loss_weights"]})]
-        return [Stage("prompts", s1["epochs"], prompt_groups, dict(s1["loss_weights"])),
-                Stage("image", s2["epochs"], image, dict(s2["loss_weights"]))]
+            one = self.cfg["single_stage"]
+            image = [ParamGroup("image_encoder", list(self.model.backbone.visual.parameters()),
+                                s1["lr"]["context"] * one["image_encoder_lr_factor"],
+                                self.cfg["weight_decay"] * one["image_encoder_wd_factor"])]
+            return [Stage("joint", s1["epochs"] + s2["epochs"], self._prompt_groups(s1["lr"]) + image,
+                          {**s1["loss_weights"], **s2["loss_weights"]}, view=s2["view"])]
+        return [Stage("prompts", s1["epochs"], self._prompt_groups(s1["lr"]), dict(s1["loss_weights"]),
+                      view=s1["view"]),
+                Stage("image", s2["epochs"], self._image_groups(s2["lr"]["image_encoder"], s2["lr"]["projection"]),
+                      dict(s2["loss_weights"]), view=s2["view"])]
 
     def losses(self, images: torch.Tensor, y: torch.Tensor, stage: Stage) -> dict[str, torch.Tensor]:
         text = self.model.text_features()
         image = self.model.image_features(images)
         scale = self.model.backbone.logit_scale
+        weights = stage.loss_weights
         terms = {"ce": ce_loss(scale.exp() * image @ text.T, y)}
-        if "contrastive" in stage.loss_weights:
+        if weights.get("contrastive", 0) > 0:
             ranks = torch.arange(text.shape[0], device=y.device)
             terms["contrastive"] = asymmetric_contrastive_loss(text, image, ranks, y, scale)
-        if "pairwise" in stage.loss_weights:
+        if weights.get("ordinal", 0) > 0:
+            # the released caller is not public: each image's rank text is both t_i and its centre g_i
+            terms["ordinal"] = ordinal_stage1_loss(image, text[y], text[y], y)
+        if weights.get("pairwise", 0) > 0:
             terms["pairwise"] = ordinal_pairwise_loss(image, text, y)
         return terms
 

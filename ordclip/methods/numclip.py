@@ -2,6 +2,15 @@
 SSR-style regressor. Image features pass a CLIP-Adapter; the image encoder is fine-tuned.
 Loss = FCRC-CE + FCRC-KL + L1(ŷ, y) (all three are needed: NumCLIP issue #1).
 
+Predictions (outputs of ``predict``; the report/select_on modes of ordclip.metrics):
+- ``value``: the regressor's ŷ: what runner_ssr.py reports for age (xmed-lab/NumCLIP @ 9e89c01,
+  runner_ssr.py:294-297, MAE of ŷ under both the exp and max keys);
+- ``bin_value``: Σ_k softmax(s)_k · a_k, the bin-based prediction with no learned weights (the
+  regressor's formula at Δ = 0); the mode ``bins``. For ablations that never train the regressor
+  (L1 weight 0), where ŷ would be an untrained head;
+- ``logits`` over the bins where the bins are the ranks (HCI, aesthetics): the expectation/argmax
+  modes exp/max that runner_ssr.py:299-302 reports for aesthetics and historical images.
+
 Departures from the official code, which are its defects: no hard-coded device, no `y − 1`
 shift, bins from the configuration rather than module globals.
 """
@@ -12,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ordclip.config import untrained_head_errors
 from ordclip.errors import ConfigError
 from ordclip.losses import ce_loss, fcrc_ce_loss, fcrc_kl_loss
 from ordclip.methods.base import ParamGroup, PromptMethod, Stage, Task
@@ -89,15 +99,20 @@ class NumCLIP(PromptMethod):
                 "l1": F.l1_loss(value, (y + self.min_label).to(value.dtype))}
 
     def predict(self, images: torch.Tensor, state: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """The regressed value in rank units; the bin logits too where the bins are the ranks."""
+        """In rank units: the regressed value, the bin-based value, and the bin logits where the
+        bins are the ranks."""
         logits = self.bin_logits(images, state)
-        out = {"value": self.regressor(logits) - self.min_label}
+        out = {"value": self.regressor(logits) - self.min_label,
+               "bin_value": (logits.softmax(dim=-1) * self.regressor.starts).sum(dim=-1) - self.min_label}
         if self.bins_are_ranks:
             out["logits"] = logits
         return out
 
 
 def build(backbone: nn.Module, tok, task: Task, cfg: dict) -> NumCLIP:
+    problems = untrained_head_errors(cfg)
+    if problems:
+        raise ConfigError(f"methods.{cfg.get('name', 'numclip')}{problems[0]}")
     coarse = task.coarse
     if coarse is None:
         raise ConfigError("numclip needs coarse bins: set datasets.<name>.coarse.starts and .names "

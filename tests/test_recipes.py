@@ -1,0 +1,329 @@
+"""Each recipe's fidelity to the official code, pinned: the optimizer's update, CoOp's loss terms,
+NumCLIP's prediction and selection per dataset, the untrained-head refusal, L2RCLIP's images per
+stage, the MORPH II rank spaces, the zero-shot normalisation and OrdinalCLIP's linear baseline."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, prepare_fading
+from ordclip import layout
+from ordclip.config import apply_rank_space, load_params, run_config
+from ordclip.data.loader import NORMALIZE, ImagePipeline
+from ordclip.errors import ConfigError
+from ordclip.evaluate import evaluate
+from ordclip.jobs import job_config
+from ordclip.losses import ce_loss, t2i_kl_loss
+from ordclip.methods import load
+from ordclip.metrics import mode_predictions
+from ordclip.models.backbone import create_backbone, tokenizer
+from ordclip.optim import RAdam
+from ordclip.runs import make_task
+from ordclip.train import make_optimizer, run, set_trainable
+from test_prompts import TINY
+
+PARAMS = load_params([ROOT / "params.yaml"])
+
+
+# --- RAdam: OrdinalCLIP's custom_optim/radam.py ---------------------------------------------
+
+def _official_radam_steps(p0: float, grads: list[float], lr: float, wd: float, b1=0.9, b2=0.999, eps=1e-8):
+    """The official update worked through by hand for one scalar: moments, then (only when
+    N_sma >= 5) decoupled decay p -= wd·lr·p and the rectified step."""
+    p, m, v, out = p0, 0.0, 0.0, []
+    n_max = 2 / (1 - b2) - 1
+    for t, g in enumerate(grads, start=1):
+        v = b2 * v + (1 - b2) * g * g
+        m = b1 * m + (1 - b1) * g
+        n_sma = n_max - 2 * t * b2 ** t / (1 - b2 ** t)
+        if n_sma >= 5:
+            step = math.sqrt((1 - b2 ** t) * (n_sma - 4) / (n_max - 4) * (n_sma - 2) / n_sma
+                             * n_max / (n_max - 2)) / (1 - b1 ** t)
+            p = p - wd * lr * p
+            p = p - step * lr * m / (math.sqrt(v) + eps)
+        out.append(p)
+    return out
+
+
+def test_radam_matches_the_official_update_step_by_step():
+    grads = [0.5, -0.3, 0.8, 0.1, -0.2, 0.4, 0.7, -0.6]
+    w = torch.nn.Parameter(torch.tensor([2.0]))       # fp32: the official state is fp32 too (radam.py:54-65)
+    opt = RAdam([w], lr=0.1, weight_decay=0.05)
+    expected = _official_radam_steps(2.0, grads, lr=0.1, wd=0.05)
+    for t, g in enumerate(grads):
+        w.grad = torch.tensor([g])
+        opt.step()
+        assert w.item() == pytest.approx(expected[t], rel=1e-6), f"step {t + 1}"
+    assert expected[:5] == [2.0] * 5                  # ρ_t < 5: neither update nor decay
+    assert expected[5] != 2.0
+
+
+def test_radam_decay_is_decoupled_and_differs_from_torchs_default():
+    # With a zero gradient the official step only decays: p ← p·(1 − lr·wd), once rectified.
+    w = torch.nn.Parameter(torch.tensor([1.0], dtype=torch.float64))
+    opt = RAdam([w], lr=0.1, weight_decay=0.5)
+    for _ in range(6):
+        w.grad = torch.zeros(1, dtype=torch.float64)
+        opt.step()
+    assert w.item() == pytest.approx(1 - 0.1 * 0.5)
+    # torch's default RAdam puts wd·p into the gradient, and steps from t = 1.
+    t = torch.nn.Parameter(torch.tensor([1.0], dtype=torch.float64))
+    topt = torch.optim.RAdam([t], lr=0.1, weight_decay=0.5)
+    t.grad = torch.zeros(1, dtype=torch.float64)
+    topt.step()
+    assert t.item() != 1.0
+
+
+def test_radam_is_the_optimizer_of_every_radam_recipe_and_keeps_group_decay():
+    from ordclip.methods.base import ParamGroup, Stage
+
+    a, b = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(2))
+    stage = Stage("s", 1, [ParamGroup("a", [a], 1e-3), ParamGroup("b", [b], 2e-3, weight_decay=0.0),
+                           ParamGroup("frozen", [torch.nn.Parameter(torch.ones(1))], 0.0)])
+    opt = make_optimizer(stage, {"name": "m", "optimizer": "radam", "weight_decay": 5e-4})
+    assert type(opt) is RAdam
+    assert [(g["name"], g["lr"], g["weight_decay"]) for g in opt.param_groups] == [("a", 1e-3, 5e-4), ("b", 2e-3, 0.0)]
+    state = opt.state_dict()
+    a.grad = b.grad = torch.ones(2)
+    opt.step()
+    opt.load_state_dict(opt.state_dict())            # resumable (plain ints and tensors)
+    assert state["param_groups"][0]["name"] == "a"
+
+
+# --- CoOp and the linear baseline: OrdinalCLIP's CE + KL ----------------------------------------
+
+def _task(ranks, names=None, coarse=None):
+    cfg = {"name": "d", "ranks": ranks, "prompt": {"context": "the level is"}}
+    if names:
+        cfg["rank_names"] = names
+    if coarse:
+        cfg["coarse"] = coarse
+    return make_task(cfg, np.array([ranks[0]]))
+
+
+def _build(kind, cfg, task):
+    torch.manual_seed(0)
+    return load(kind).build(create_backbone(TINY, None), tokenizer(TINY), task, cfg)
+
+
+def test_coop_trains_with_ce_and_text_to_image_kl():
+    cfg = dict(PARAMS["methods"]["coop"])
+    assert cfg["loss_weights"] == {"ce": 1.0, "kl": 1.0}
+    method = _build("coop", cfg, _task([0, 4], names=list("abcde")))
+    stage = method.stages()[0]
+    x, y = torch.randn(6, 3, 32, 32), torch.tensor([0, 1, 1, 3, 4, 4])
+    with torch.no_grad():
+        terms = method.losses(x, y, stage)
+        logits = method.model.logits(x)
+    assert set(terms) == {"ce", "kl"}
+    assert terms["ce"].item() == pytest.approx(ce_loss(logits, y).item(), rel=1e-5)
+    assert terms["kl"].item() == pytest.approx(t2i_kl_loss(logits, y).item(), rel=1e-5)
+
+
+def test_linear_baseline_is_a_cosine_head_that_stays_at_its_init():
+    cfg = dict(PARAMS["methods"]["baseline"])
+    task = _task([0, 4])
+    method = _build("baseline", cfg, task)
+    stage = method.stages()[0]
+    set_trainable(method, stage)
+    assert not method.head.requires_grad and cfg["lr"]["head"] == 0.0
+    trained = {n for n, p in method.named_parameters() if p.requires_grad}
+    assert trained and all(n.startswith("backbone.visual.") for n in trained)
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        f = torch.nn.functional.normalize(method.backbone.encode_image(x), dim=-1)
+        w = torch.nn.functional.normalize(method.head, dim=-1)
+        assert torch.allclose(method.predict(x)["logits"], 100 * f @ w.T, atol=1e-4)
+        assert set(method.losses(x, torch.tensor([0, 2, 4]), stage)) == {"ce", "kl"}
+    torch.manual_seed(123)  # the head does not depend on the global RNG: a checkpoint rebuilds it
+    assert torch.equal(load("baseline").build(create_backbone(TINY, None), None, task, cfg).head, method.head)
+    assert "baseline" in PARAMS["suites"]["paper"]["methods"]
+    assert "baseline" not in PARAMS["suites"]["demo"]["methods"]
+
+
+# --- NumCLIP: prediction and selection per dataset; the untrained head ------------------------
+
+def test_numclip_reports_the_regressor_for_age_and_the_bin_logits_for_five_levels():
+    age = run_config(PARAMS, "paper", "morph2", "numclip")["method"]
+    assert (age["select_on"], age["report"]) == ("mae_value", {"mae": "value", "acc": "value"})
+    assert age["epochs"] == 200
+    hci = run_config(PARAMS, "paper", "hci", "numclip")["method"]
+    assert (hci["select_on"], hci["report"]) == ("mae_max", {"mae": "exp", "acc": "max"})
+    assert hci["lr"]["context"] == 0.0                       # tune-rank.yaml
+    for cat in ("animals", "nature", "people", "urban"):
+        aes = run_config(PARAMS, "paper", f"aesthetics_{cat}", "numclip")["method"]
+        assert (aes["select_on"], aes["report"]) == ("mae_max", {"mae": "exp", "acc": "max"})
+        assert aes["lr"]["context"] == 1e-5 and aes["epochs"] == 100   # tune-ctx-rank.yaml
+
+
+def test_numclip_predicts_value_bins_and_logits_where_bins_are_ranks():
+    num = dict(PARAMS["methods"]["numclip"])
+    five = _build("numclip", num, _task([0, 4], names=list("vwxyz")))
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        out = five.predict(x)
+        logits = five.bin_logits(x)
+    assert set(out) == {"value", "bin_value", "logits"}
+    expected = (logits.softmax(-1) * torch.arange(5.0)).sum(-1)
+    assert torch.allclose(out["bin_value"], expected, atol=1e-5)
+    modes = mode_predictions({k: v.numpy() for k, v in out.items()})
+    assert set(modes) == {"exp", "max", "value", "bins"}
+    np.testing.assert_allclose(modes["bins"], modes["exp"], atol=1e-5)   # bins = ranks: Σ p_k·k
+    coarse = {"starts": [1, 3, 5, 7, 9], "names": list("abcde")}
+    ten = _build("numclip", num, _task([1, 10], coarse=coarse))
+    with torch.no_grad():
+        out = ten.predict(x)
+        p = ten.bin_logits(x).softmax(-1)
+    assert set(out) == {"value", "bin_value"}
+    assert torch.allclose(out["bin_value"], (p * torch.tensor([1.0, 3, 5, 7, 9])).sum(-1) - 1, atol=1e-4)
+
+
+def test_reporting_an_untrained_regressor_is_refused(tmp_path):
+    for name in ("numclip_plain_ce", "numclip_fcrc_ce", "numclip_fcrc_ce_kl"):
+        m = PARAMS["methods"][name]
+        assert m["loss_weights"]["l1"] == 0 and m["report"] == {"mae": "bins", "acc": "bins"}
+        assert m["select_on"] == "mae_bins"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("methods: {numclip_fcrc_ce: {report: {mae: value, acc: bins}}}\n")
+    with pytest.raises(ConfigError, match=r"methods\.numclip_fcrc_ce\.report\.mae: 'value' is the regressor"):
+        load_params([ROOT / "params.yaml", bad])
+    bad.write_text("suites: {demo: {overrides: {numclip: {loss_weights: {l1: 0.0}}}}}\n")
+    with pytest.raises(ConfigError, match=r"overrides\.numclip .*select_on: 'value'"):
+        load_params([ROOT / "params.yaml", bad])
+    cfg = {**PARAMS["methods"]["numclip_fcrc_ce"], "name": "x", "select_on": "mae_value"}
+    with pytest.raises(ConfigError, match=r"methods\.x\.select_on"):
+        _build("numclip", cfg, _task([0, 4], names=list("vwxyz")))
+
+
+# --- L2RCLIP: the images of each stage ------------------------------------------------------
+
+def test_image_views_as_the_released_loaders():
+    pipe = ImagePipeline(32, "imagenet", True, torch.device("cpu"))
+    images = torch.randint(0, 256, (4, 36, 36, 3), dtype=torch.uint8)
+    a = pipe(images, train=True, generator=torch.Generator().manual_seed(0), view="resize")
+    b = pipe(images, train=False, view="resize")
+    assert torch.equal(a, b)                                     # stage 1: the test transform, no randomness
+    x = images.permute(0, 3, 1, 2).float()
+    resized = torch.nn.functional.interpolate(x, size=(32, 32), mode="bicubic", align_corners=False).clamp(0, 255)
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) * 255 for v in NORMALIZE["imagenet"])
+    assert torch.allclose(b, (resized - mean) / std, atol=1e-5)  # the whole image, no crop
+    flipped = pipe(images, train=True, generator=torch.Generator().manual_seed(0), view="resize_flip")
+    for i in range(4):                                           # stage 2: resize + flip, no crop
+        assert torch.allclose(flipped[i], b[i]) or torch.allclose(flipped[i], b[i].flip(-1), atol=1e-5)
+    with pytest.raises(ValueError, match="unknown image view"):
+        pipe(images, train=True, view="erase")
+    l2r = PARAMS["methods"]["l2rclip"]
+    assert (l2r["stage1"]["view"], l2r["stage2"]["view"]) == ("resize", "resize_flip")
+    assert l2r["stage1"]["lr"]["ranks"] == 0.0
+
+
+# --- MORPH II rank spaces -------------------------------------------------------------------
+
+def test_each_method_runs_morph_in_its_official_rank_space():
+    spaces = {}
+    for method in ("zeroshot", "linear_probe", "baseline", "coop", "ordinalclip", "ordinalclip_m5",
+                   "l2rclip", "numclip"):
+        ds = run_config(PARAMS, "paper", "morph2", method)["dataset"]
+        spaces[method] = (tuple(ds["ranks"]), ds.get("rank_offset", 0))
+    for m in ("zeroshot", "baseline", "coop", "ordinalclip", "ordinalclip_m5", "numclip"):
+        assert spaces[m] == ((0, 100), 16), m                    # morph.yaml num_ranks 101
+    assert spaces["l2rclip"] == ((16, 77), 0)                    # datasets/morph.py ages 16..77
+    assert spaces["linear_probe"] == ((16, 77), 0)
+    l2r = run_config(PARAMS, "paper", "morph2", "l2rclip")["dataset"]
+    assert l2r["rank_names"][:3] == ["sixteen", "seventeen", "eighteen"] and len(l2r["rank_names"]) == 62
+    assert l2r["rank_names"][-1] == "seventy seven"
+    coop = run_config(PARAMS, "paper", "morph2", "coop")["dataset"]
+    task = make_task(coop, np.array([16, 77]))
+    assert task.num_ranks == 101 and task.min_label == 0 and task.rank_names[16] == "16"
+
+
+def test_rank_space_errors_name_the_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("datasets: {morph2: {rank_spaces: {coop: {ranks: [20, 100]}}}}\n")
+    with pytest.raises(ConfigError, match=r"datasets\.morph2\.rank_spaces\.coop\.ranks: \[20, 100\] must contain"):
+        load_params([ROOT / "params.yaml", bad])
+    bad.write_text("datasets: {morph2: {rank_spaces: {coop: {ranks: [0, 100], rank_names: [a, b]}}}}\n")
+    with pytest.raises(ConfigError, match=r"rank_spaces\.coop\.rank_names: 2 names for 101 ranks"):
+        load_params([ROOT / "params.yaml", bad])
+    bad.write_text("datasets: {fading: {rank_spaces: {coop: {ranks: [-1, 4]}}}}\n")
+    with pytest.raises(ConfigError, match=r"fading\.rank_spaces\.coop\.ranks: a space below .*coarse\.starts"):
+        load_params([ROOT / "params.yaml", bad])
+    assert apply_rank_space({"ranks": [0, 4]}, "coop") == {"ranks": [0, 4]}
+
+
+# --- end to end on the small fading set -------------------------------------------------------
+
+SMALL = """
+datasets:
+  fading:
+    per_rank: 12
+    rank_spaces: {coop: {ranks: [-2, 6]}}
+    coarse: {starts: [-2, 1, 2, 3, 4], names: [vivid, slightly faded, faded, very faded, completely faded]}
+suites:
+  demo:
+    datasets: [fading]
+    methods: [zeroshot, linear_probe, baseline, coop, l2rclip, numclip_fcrc_ce]
+    folds: 1
+    overrides:
+      coop: {epochs: 1, batch_size: 16}
+      baseline: {epochs: 1, batch_size: 16}
+      numclip_fcrc_ce: {epochs: 1, batch_size: 16}
+      l2rclip: {stage1: {epochs: 1}, stage2: {epochs: 1}, batch_size: 16}
+"""
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    root = tmp_path_factory.mktemp("recipes")
+    files = prepare_fading(root, SMALL, ["embed", "--suite", "demo", "--dataset", "fading"])
+    return root, load_params(files)
+
+
+def test_zero_shot_features_use_clips_normalisation(small, monkeypatch):
+    root, params = small
+    monkeypatch.chdir(root)
+    bb = {"name": "tiny", **params["backbones"]["tiny"]}
+    assert bb["features_normalize"] == "clip" and bb["normalize"] == "imagenet"
+    assert params["backbones"]["vitb16_openai"]["features_normalize"] == "clip"
+    model = create_backbone(bb, layout.backbone_weights("tiny"))
+    images = np.load(layout.prepared_images("fading", bb["resize"]))[:4]
+    feats = np.load(layout.features("demo", "fading"))["image_features"][:4]
+    for norm, same in (("clip", True), ("imagenet", False)):
+        x = ImagePipeline(bb["image_size"], norm, False, torch.device("cpu"))(torch.from_numpy(images), train=False)
+        with torch.no_grad():
+            got = model.encode_image(x).numpy()
+        assert np.allclose(got, feats, atol=1e-5) is same, norm
+
+
+def test_a_rank_space_trains_and_evaluates_in_its_own_ranks(small, monkeypatch):
+    root, params = small
+    monkeypatch.chdir(root)
+    assert run(job_config(params, "train", suite="demo", dataset="fading", method="coop", fold=0))
+    evaluate(job_config(params, "evaluate", suite="demo", dataset="fading", method="coop", fold=0))
+    run_dir = root / layout.run_dir("demo", "fading", "coop", 0)
+    with np.load(run_dir / "outputs.npz") as npz:
+        assert npz["test_logits"].shape[-1] == 9                 # ranks -2..6
+        assert npz["test_y"].min() >= 2 and npz["test_y"].max() <= 6   # labels 0..4 → ranks 2..6
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0 <= metrics["test"]["mae"] <= 8
+
+
+@pytest.mark.parametrize("method", ["baseline", "numclip_fcrc_ce", "l2rclip"])
+def test_new_recipes_run_end_to_end(small, monkeypatch, method):
+    root, params = small
+    monkeypatch.chdir(root)
+    assert run(job_config(params, "train", suite="demo", dataset="fading", method=method, fold=0))
+    evaluate(job_config(params, "evaluate", suite="demo", dataset="fading", method=method, fold=0))
+    run_dir = root / layout.run_dir("demo", "fading", method, 0)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    if method == "l2rclip":
+        assert [h["stage"] for h in log] == ["prompts", "image"]
+        assert set(log[0]["loss"]) == {"ce", "contrastive", "ordinal"} and set(log[1]["lr"]) == {
+            "image_encoder", "image_encoder_bias", "projection"}
+        assert "ranks" not in log[0]["lr"]                       # lr 0: not in the optimizer
+    mode = {"baseline": "exp", "numclip_fcrc_ce": "bins", "l2rclip": "exp"}[method]
+    assert metrics["report"]["mae"] == mode and metrics["test"]["mae"] == metrics["val_selected"]["test"][mode]["mae"]
