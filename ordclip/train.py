@@ -359,7 +359,7 @@ def resume_mismatch(saved: dict | None, identity: dict) -> str | None:
 def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path, stop: list[int],
                   stop_after: int | None, identity: dict) -> torch.device | None:
     mcfg, bb, ds = cfg["method"], cfg["backbone"], cfg["dataset"]
-    device = device_for(cfg["device"])
+    device = device_for(cfg["device"], f"train {ds['name']}/{mcfg['name']}/fold{fold}")
     amp = amp_context(device, cfg.get("precision", "auto"))
     torch.manual_seed(cfg["seed"])
     parts = load_fold(paths["images"], paths["index"], paths["split"], device)
