@@ -203,8 +203,8 @@ def _site_profile(folder: Path) -> Path:
     return folder
 
 
-def _train_job_of(run_args: list[str]) -> tuple[int, str]:
-    """(pid, SLURM job id) of the `python -m ordclip train` process whose command line holds run_args."""
+def _train_job_of(method: str, fold: int) -> tuple[int, str]:
+    """(pid, SLURM job id) of the `python -m ordclip train --job JSON` process of that run."""
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
@@ -214,11 +214,14 @@ def _train_job_of(run_args: list[str]) -> tuple[int, str]:
         except OSError:
             continue
         words = [a.decode() for a in argv]
-        if "ordclip" in words and "train" in words and all(a in words for a in run_args):
+        if "ordclip" not in words or "train" not in words or "--job" not in words:
+            continue
+        job = json.loads(words[words.index("--job") + 1])
+        if job["run"]["method"]["name"] == method and job["fold"] == fold:
             for var in env:
                 if var.startswith(b"SLURM_JOB_ID="):
                     return int(proc.name), var.split(b"=", 1)[1].decode()
-    raise LookupError(f"no running train process with {run_args}")
+    raise LookupError(f"no running train process of {method} fold {fold}")
 
 
 def test_tiny_suite_through_slurm_with_a_preempted_run(slurm_cluster, repo_copy, tmp_path_factory):
@@ -245,7 +248,7 @@ def test_tiny_suite_through_slurm_with_a_preempted_run(slurm_cluster, repo_copy,
             assert proc.poll() is None, log.read_text()[-5000:]
             assert time.time() - t0 < TIMEOUT_S, "coop fold 0 never checkpointed:\n" + log.read_text()[-5000:]
             time.sleep(0.1)
-        _, preempted = _train_job_of(["--method", "coop", "--fold", "0"])
+        _, preempted = _train_job_of("coop", 0)
         subprocess.run(["scancel", "--signal=TERM", preempted], check=True)
         proc.wait(timeout=TIMEOUT_S - (time.time() - t0))
     except BaseException:
@@ -295,4 +298,5 @@ def test_tiny_suite_through_slurm_with_a_preempted_run(slurm_cluster, repo_copy,
     bench = (repo_copy / "benchmarks/demo/train/fading/coop/fold1.tsv").read_text().splitlines()
     assert bench[0].split("\t")[:3] == ["s", "h:m:s", "max_rss"] and len(bench) == 2, bench
     assert not subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo_copy,
-                              capture_output=True, text=True, check=True).stdout    print(f"SLURM tiny suite: {len(jobs)} SLURM jobs, {seconds:.1f} s")
+                              capture_output=True, text=True, check=True).stdout
+    print(f"SLURM tiny suite: {len(jobs)} SLURM jobs, {seconds:.1f} s")
