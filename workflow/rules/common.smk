@@ -136,7 +136,8 @@ TRAIN_SLURM_EXTRA = "'--signal=TERM@120'"
 def benchmark_file(log):
     """The benchmark TSV of a job (wall time, peak memory: Snakemake's `benchmark:`) beside its log
     path: logs/X.log -> benchmarks/X.tsv. Not a DVC output (ordclip/dvcstages.py records job.output)."""
-    return "benchmarks/" + log.removeprefix("logs/").removesuffix(".log") + ".tsv"
+    name = log.removeprefix("logs/").removesuffix(".log")
+    return f"benchmarks/{name}.tsv"
 
 
 def embed_gpu(wc):
