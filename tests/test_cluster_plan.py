@@ -33,12 +33,12 @@ def _site_profile(folder: Path) -> Path:
     return folder
 
 
-def _dry_run_jobs(tmp_path: Path) -> list[dict]:
-    """Each job of `snakemake -n` of the paper suite through the site and workflow profiles: rule,
-    wildcards and resources as Snakemake prints them."""
+def _dry_run_jobs(tmp_path: Path, *config: str) -> list[dict]:
+    """Each job of `snakemake -n results/table1.csv CONFIG` through the site and workflow profiles:
+    rule, wildcards and resources as Snakemake prints them."""
     site = _site_profile(tmp_path / "mysite")
-    out = subprocess.run([sys.executable, "-m", "snakemake", "-n", "results/table1.csv", "--profile", str(site),
-                          "--workflow-profile", "slurm", "--config", "suite=paper"],
+    out = subprocess.run([sys.executable, "-m", "snakemake", "-n", "results/table1.csv", *config, "--profile",
+                          str(site), "--workflow-profile", "slurm"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-3000:]
     assert "workflow specific profile profiles/slurm" in out.stderr + out.stdout
@@ -56,7 +56,7 @@ def _dry_run_jobs(tmp_path: Path) -> list[dict]:
 
 
 def test_paper_suite_sbatch_jobs(tmp_path):
-    jobs = _dry_run_jobs(tmp_path)
+    jobs = _dry_run_jobs(tmp_path, "--config", "suite=paper")
     per_rule = Counter(j["rule"] for j in jobs)
     local = _localrules()
     assert {"split", "evaluate", "cell", "table", "default_table", "fetch", "backbone"} <= local
@@ -121,3 +121,15 @@ def test_site_settings_are_not_in_the_repository():
     assert not (ROOT / "workflow/profiles").exists()  # Snakemake would not find it by name
     default = yaml.safe_load((ROOT / "profiles/default/profile.yaml").read_text())
     assert default["show-failed-logs"] is True
+
+
+def test_smoke_config_plans_the_gpu_and_cpu_paths(tmp_path):
+    """config/smoke.yaml: a small table through the same rules, with GPU and CPU-only train jobs."""
+    jobs = _dry_run_jobs(tmp_path, "--configfile", "config/smoke.yaml")
+    per_rule = Counter(j["rule"] for j in jobs)
+    assert per_rule["train"] == 6 and per_rule["embed"] == 1 and sum(per_rule.values()) == 23, per_rule
+    gpus = {re.search(r"method=(\w+), fold=(\d)", j["wildcards"]).groups(): re.search(r"\bgpu=(\d+)", j["resources"]).group(1)
+            for j in jobs if j["rule"] == "train"}
+    assert gpus == {(m, f): "1" if m == "coop" else "0" for m in ("zeroshot", "linear_probe", "coop") for f in "01"}
+    embed = next(j for j in jobs if j["rule"] == "embed")
+    assert re.search(r"\bgpu=1\b", embed["resources"]), embed
