@@ -25,12 +25,12 @@ env: $(STAMP)
 LOCK ?= requirements.lock
 
 $(STAMP): $(LOCK) pyproject.toml
-	@echo "==> Setting up $(VENV)/ (first use only): the pinned environment of $(LOCK),"
+	@echo "==> Installing into $(VENV)/ the pinned environment of $(LOCK),"
 	@echo "    $$(grep -c '==' $(LOCK)) packages: torch and torchvision ($$(sed -n 's/^# CUDA: //p' $(LOCK))),"
 	@echo "    open_clip_torch, snakemake + SLURM executor, dvc, scikit-learn, pandas, pytest."
 	@echo "    About 6 GB to download and 4 minutes; pip prints each package as it goes."
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --disable-pip-version-check --progress-bar off -r $(LOCK)
 	$(VENV)/bin/python -m pip install --disable-pip-version-check -q --no-deps -e .
-	@echo "==> $(VENV)/ is ready ($(LOCK)); 'make' will not install again unless $(LOCK) changes."
+	@echo "==> $(VENV)/ is ready ($(LOCK)); make installs again only when $(LOCK) or pyproject.toml changes."
 	touch $@
