@@ -1,12 +1,15 @@
 """Which GPU a local job uses: a slot allocator for runs on one multi-GPU machine.
 
-Snakemake counts GPUs (`--resources gpu=N`) but never says which one a job gets, and under SLURM
-the job's allocation sets CUDA_VISIBLE_DEVICES. Locally, a job that is to use CUDA calls
-:func:`claim_gpu` before torch touches CUDA: it takes the first free slot among the machine's
-GPUs (K slots per GPU, ``ORDCLIP_RUNS_PER_GPU``, default 1) by locking a file, and sets
-CUDA_VISIBLE_DEVICES to that GPU alone. The lock is held until the process exits (a killed job
-frees its slot with it), and the lock files are per machine and user, so two checkouts on one
-workstation share the GPUs too. A job that finds every slot taken waits, saying so once a minute.
+Snakemake counts GPUs (`--resources gpu=N`) but never says which one a job gets (Snakemake 9.27
+has no such mechanism). A job that is to use CUDA calls :func:`claim_gpu` before torch touches
+CUDA: it takes the first free slot among the GPUs it may use (K slots per GPU,
+``ORDCLIP_RUNS_PER_GPU``, default 1) by locking a file, and sets CUDA_VISIBLE_DEVICES to that GPU
+alone. The lock is held until the process exits (a killed job frees its slot with it). The lock
+files are per machine and user, so two checkouts on one workstation share the GPUs too, and per
+SLURM allocation inside one (SLURM_JOB_ID): a SLURM job's GPUs are its own, numbered from 0 in each
+job, so a plugin-submitted job with one GPU simply takes it, and a local Snakemake run inside a
+multi-GPU allocation spreads its jobs over the allocation's GPUs. A job that finds every slot
+taken waits, saying so once a minute.
 """
 
 from __future__ import annotations
@@ -25,9 +28,12 @@ RUNS_PER_GPU_VAR = "ORDCLIP_RUNS_PER_GPU"
 _held: list = []  # open lock files of this process: closing one (at exit) frees its slot
 
 
-def slot_dir() -> Path:
-    """Where the slot locks live: one folder per machine and user (GPUs are the machine's)."""
-    return Path(tempfile.gettempdir()) / f"ordclip-gpu-slots-{os.getuid()}"
+def slot_dir(env: dict | None = None) -> Path:
+    """Where the slot locks live: one folder per machine and user (GPUs are the machine's), and per
+    SLURM allocation within a SLURM job (its GPUs are its own)."""
+    env = os.environ if env is None else env
+    job = f"-slurm{env['SLURM_JOB_ID']}" if env.get("SLURM_JOB_ID") else ""
+    return Path(tempfile.gettempdir()) / f"ordclip-gpu-slots-{os.getuid()}{job}"
 
 
 def visible_gpus(env: dict | None = None) -> list[str]:
@@ -95,18 +101,15 @@ def holders(folder: Path) -> str:
 
 
 def claim_gpu(what: str, env: dict | None = None, folder: Path | None = None, wait_s: float | None = None) -> str | None:
-    """Give this local job a GPU of its own: set CUDA_VISIBLE_DEVICES to the GPU of a free slot and
-    return its id. Does nothing (returns None) in a SLURM job (SLURM_JOB_ID set: the allocation
-    chose the GPUs) or on a machine without GPUs. ``what`` names the job in the lock file.
+    """Give this job a GPU of its own: set CUDA_VISIBLE_DEVICES to the GPU of a free slot and return
+    its id; None (nothing changed) where no GPU is visible. ``what`` names the job in the lock file.
     ``wait_s``: give up after that many seconds (None: wait as long as it takes)."""
     env = os.environ if env is None else env
-    if env.get("SLURM_JOB_ID"):
-        return None
     gpus = visible_gpus(env)
     if not gpus:
         return None
     per_gpu = runs_per_gpu(env)
-    folder = slot_dir() if folder is None else folder
+    folder = slot_dir(env) if folder is None else folder
     owner = f"pid {os.getpid()} {what}"
     start, last_note = time.time(), None
     while True:

@@ -61,10 +61,17 @@ def test_a_slot_is_freed_when_its_job_exits(tmp_path):
     assert third.stdout.strip() == "0"  # the killed job's slot is free
 
 
-def test_slurm_jobs_and_machines_without_gpus_are_left_alone(tmp_path):
-    env = {"SLURM_JOB_ID": "42", "CUDA_VISIBLE_DEVICES": "3"}
-    assert gpus.claim_gpu("job", env=env, folder=tmp_path) is None
-    assert env["CUDA_VISIBLE_DEVICES"] == "3"  # SLURM's choice stays
+def test_slurm_allocations_have_their_own_slots_and_no_gpu_is_left_alone(tmp_path, monkeypatch):
+    monkeypatch.setattr(gpus.tempfile, "gettempdir", lambda: str(tmp_path))
+    # Two SLURM jobs on one node each see their one GPU as "0": each takes it.
+    for job in ("41", "42"):
+        env = {"SLURM_JOB_ID": job, "CUDA_VISIBLE_DEVICES": "0"}
+        assert gpus.claim_gpu("job", env=env, wait_s=0) == "0" and env["CUDA_VISIBLE_DEVICES"] == "0"
+        assert (gpus.slot_dir(env) / "gpu0.slot0.lock").is_file() and f"slurm{job}" in gpus.slot_dir(env).name
+    # A local run inside one 4-GPU allocation spreads its jobs over the allocation's GPUs.
+    got = [gpus.claim_gpu(f"job{k}", env={"SLURM_JOB_ID": "43", "CUDA_VISIBLE_DEVICES": "0,1,2,3"}, wait_s=0)
+           for k in range(4)]
+    assert got == ["0", "1", "2", "3"]
     env = {"CUDA_VISIBLE_DEVICES": ""}
     assert gpus.claim_gpu("job", env=env, folder=tmp_path) is None
     assert env == {"CUDA_VISIBLE_DEVICES": ""}
@@ -98,6 +105,6 @@ def test_device_for_cuda_without_a_device_says_why(monkeypatch):
     from ordclip.runs import device_for
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setenv("SLURM_JOB_ID", "1")  # no slot claim
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU, no slot claim
     with pytest.raises(ConfigError, match=f"built for CUDA {torch.version.cuda}, which needs an NVIDIA driver"):
         device_for("cuda")
