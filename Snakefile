@@ -15,6 +15,11 @@ except ConfigError as exc:
 configfile: "params.yaml"
 
 
+# With `--sdm apptainer --apptainer-args "--nv"`, every job runs in this image, built from
+# containers/ordclip.def (README, "Environment"); without --sdm apptainer it is not used.
+container: "containers/ordclip.sif"
+
+
 report: "workflow/report/workflow.rst"
 
 

@@ -198,7 +198,9 @@ def record(jobs: Iterable[Mapping], root: str | Path = ".") -> bool:
 
 
 def snakemake_jobs(dag_jobs: Iterable) -> list[dict]:
-    """Plain dicts of Snakemake's jobs (what :func:`record` takes), from ``workflow.dag.jobs``."""
+    """Plain dicts of Snakemake's jobs (what :func:`record` takes), from ``workflow.dag.jobs``.
+    ``job.output`` holds no benchmark file (Snakemake keeps those in ``job.benchmark``), so the
+    runtime/memory TSVs under benchmarks/ are not DVC outputs."""
     out = []
     for job in dag_jobs:
         params = dict(job.params.items()) if hasattr(job.params, "items") else {}

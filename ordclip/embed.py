@@ -25,7 +25,7 @@ def embed(job: dict, batch_size: int = 256) -> None:
     text_features (R, D), logit_scale, prompts."""
     suite, bb, ds = job["suite"], job["backbone"], job["dataset"]
     dataset = ds["name"]
-    device = device_for(job["device"])
+    device = device_for(job["device"], f"embed {suite}/{dataset}")
     torch.manual_seed(job["seed"])
     model = create_backbone(bb, layout.backbone_weights(bb["name"])).to(device)
     images = load_numpy(layout.prepared_images(dataset, bb["resize"]), "prepare", mmap_mode="r")

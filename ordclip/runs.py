@@ -79,13 +79,21 @@ def inputs(cfg: dict, fold: int) -> dict[str, str]:
     return paths
 
 
-def device_for(name: str):
+def device_for(name: str, what: str = "ordclip job"):
+    """The torch device of a job whose suite says ``device: name`` (auto | cuda | cpu). A local job
+    that may use CUDA first claims a GPU of its own (ordclip.gpus.claim_gpu sets CUDA_VISIBLE_DEVICES
+    before torch initialises CUDA); ``what`` names the job in the GPU slot lock."""
     import torch
 
+    from ordclip import gpus
+
+    if name in ("auto", "cuda"):
+        gpus.claim_gpu(what)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("suites.<suite>.device: 'cuda' requested but no CUDA device is visible")
+        raise ConfigError(gpus.no_cuda_message(torch.__version__, torch.version.cuda, gpus.driver_version(),
+                                               os.environ.get("CUDA_VISIBLE_DEVICES")))
     return torch.device(name)
 
 

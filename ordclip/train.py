@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ordclip import layout
 from ordclip.config import config_hash
@@ -137,6 +136,41 @@ def predict_part(method, part: Part, pipeline: ImagePipeline, amp, batch_size: i
         for k, v in out.items():
             chunks.setdefault(k, []).append(v.float().cpu())
     return {k: torch.cat(v).numpy() for k, v in chunks.items()}
+
+
+def _clock(seconds: float) -> str:
+    """1h02m03s / 4m05s / 6s."""
+    s = int(round(seconds))
+    h, m, s = s // 3600, s % 3600 // 60, s % 60
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+class Progress:
+    """Training progress as whole lines (job logs are files, not terminals): one line per epoch from
+    the loop, and inside a long epoch a line every ``every`` seconds, each with the steps done, the
+    time elapsed and the estimated time left (from this call's own pace)."""
+
+    def __init__(self, name: str, total: int, done: int, every: float = 60.0, file=sys.stderr):
+        self.name, self.total, self.done, self.every, self.file = name, total, done, every, file
+        self.start_done, self.t0 = done, time.time()
+        self.last = self.t0
+
+    def eta(self) -> str:
+        pace = (time.time() - self.t0) / max(self.done - self.start_done, 1)
+        return _clock(pace * (self.total - self.done)) if self.done > self.start_done else "?"
+
+    def status(self) -> str:
+        return (f"step {self.done}/{self.total} elapsed {_clock(time.time() - self.t0)} eta {self.eta()}")
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        now = time.time()
+        if now - self.last >= self.every and self.done < self.total:
+            self.line(f"{self.name} {self.status()}")
+
+    def line(self, text: str) -> None:
+        print(text, file=self.file, flush=True)
+        self.last = time.time()
 
 
 def _quick_metrics(outputs: dict[str, np.ndarray], y: np.ndarray) -> dict:
@@ -359,7 +393,7 @@ def resume_mismatch(saved: dict | None, identity: dict) -> str | None:
 def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path, stop: list[int],
                   stop_after: int | None, identity: dict) -> torch.device | None:
     mcfg, bb, ds = cfg["method"], cfg["backbone"], cfg["dataset"]
-    device = device_for(cfg["device"])
+    device = device_for(cfg["device"], f"train {ds['name']}/{mcfg['name']}/fold{fold}")
     amp = amp_context(device, cfg.get("precision", "auto"))
     torch.manual_seed(cfg["seed"])
     parts = load_fold(paths["images"], paths["index"], paths["split"], device)
@@ -396,8 +430,7 @@ def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path, stop: 
     steps = [s.epochs * math.ceil(len(parts["train"].index) / batch_size) for s in stages]
     done = sum(steps[:start_stage]) + start_epoch * math.ceil(len(parts["train"].index) / batch_size)
     done += partial["next"] // batch_size if partial else 0
-    bar = tqdm(total=sum(steps), initial=done, desc=f"{ds['name']}/{mcfg['name']}/fold{fold}",
-               mininterval=10, file=sys.stderr)
+    bar = Progress(f"{ds['name']}/{mcfg['name']}/fold{fold}", sum(steps), done)
     y_val = parts["val"].ranks.cpu().numpy()
     y_test = parts["test"].ranks.cpu().numpy()
     epochs_this_call = 0
@@ -418,7 +451,6 @@ def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path, stop: 
             if partial is not None:
                 _save_resume(resume_path, identity, (si, epoch), method, names, opt, sched, gen, history, best,
                              per_part, partial)
-                bar.close()
                 raise Preempted(stop[0], str(resume_path))
             sched.step()
             val = predict_part(method, parts["val"], pipeline, amp)
@@ -434,9 +466,9 @@ def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path, stop: 
                 "epoch": epoch + 1, "lr": lrs, "loss": losses, "val": _quick_metrics(val, y_val),
                 "test": _quick_metrics(test, y_test), "seconds": round(time.time() - t, 3),
             })
-            print(f"{stage.name} epoch {epoch + 1}/{stage.epochs} loss "
-                  + " ".join(f"{k}={v:.4f}" for k, v in losses.items())
-                  + f" val {mcfg['select_on']}={abs(score):.3f}", file=sys.stderr)
+            bar.line(f"{stage.name} epoch {epoch + 1}/{stage.epochs} loss "
+                     + " ".join(f"{k}={v:.4f}" for k, v in losses.items())
+                     + f" val {mcfg['select_on']}={abs(score):.3f} epoch {_clock(time.time() - t)} {bar.status()}")
             _write_log(out / "log.jsonl", history)
             nxt = (si, epoch + 1) if epoch + 1 < stage.epochs else (si + 1, 0)
             _save_resume(resume_path, identity, nxt, method, names, opt if nxt[0] == si else None,
@@ -444,12 +476,9 @@ def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path, stop: 
             opt_state = None
             epochs_this_call += 1
             if stop and nxt[0] < len(stages):
-                bar.close()
                 raise Preempted(stop[0], str(resume_path))
             if stop_after is not None and epochs_this_call >= stop_after and nxt[0] < len(stages):
-                bar.close()
                 return None
-    bar.close()
     _write_log(out / "log.jsonl", history)  # again: a run resumed after its last epoch has no log yet
     fold_parts = {p: {"index": parts[p].index, "y": parts[p].ranks.cpu().numpy()} for p in ("val", "test")}
     _write_outputs(out / "outputs.npz", [h["name"] for h in history], fold_parts, per_part)

@@ -1,6 +1,8 @@
-"""The SLURM path: a tiny suite through `snakemake --executor slurm --workflow-profile
-workflow/profiles/slurm` on a real single-node Slurm that this module starts (one fake GPU), with a
-training job signalled as at preemption that resumes on its retry.
+"""The SLURM path as a site runs it: a tiny suite through `snakemake --profile SITE
+--workflow-profile slurm` (the site's own profile, made from profiles/slurm/site-template.yaml
+outside the repository, and the workflow's profiles/slurm/) on a real single-node Slurm that this
+module starts (one fake GPU, a CPU and a GPU partition), with a training job signalled as at
+preemption that resumes on its retry.
 
 Needs root and the Debian packages slurmctld, slurmd, slurm-client and munge (.ci/run installs
 them); skipped otherwise. The cluster has no accounting database, hence `--slurm-status-command
@@ -9,6 +11,7 @@ squeue` with MinJobAge=600 (see README, "Running on SLURM").
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -22,6 +25,7 @@ import yaml
 
 
 pytestmark = pytest.mark.slurm
+ROOT = Path(__file__).resolve().parents[1]
 
 SLURM_CONF = """\
 ClusterName=ordclip-test
@@ -53,7 +57,8 @@ MinJobAge=600
 KillWait=5
 GresTypes=gpu
 NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} RealMemory=64000 Gres=gpu:1 State=UNKNOWN
-PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+PartitionName=cpu Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+PartitionName=gpu Nodes=localhost MaxTime=INFINITE State=UP
 """
 GRES_CONF = """\
 AutoDetect=off
@@ -110,7 +115,7 @@ def _squeue(fmt: str) -> list[list[str]]:
 
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory):
-    """A single-node Slurm (partition debug, 1 fake GPU) run by munged, slurmctld and slurmd started
+    """A single-node Slurm (partitions cpu and gpu on the one node, 1 fake GPU) run by munged, slurmctld and slurmd started
     here; stopped by pid at the end, and /etc/slurm restored to what it was."""
     missing = [b for b in ("slurmctld", "slurmd", "sbatch", "squeue", "munged") if shutil.which(b) is None
                and not Path("/usr/sbin", b).exists()]
@@ -176,25 +181,30 @@ def slurm_cluster(tmp_path_factory):
             shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
-def _site_profile(repo: Path) -> dict:
-    """The shipped profile as a site would edit it for this cluster: partition debug, no account."""
-    profile_file = repo / "workflow/profiles/slurm/profile.yaml"
-    profile = yaml.safe_load(profile_file.read_text())
-    assert profile["executor"] == "slurm"
-    del profile["default-resources"]["slurm_account"]
-    for resources in [profile["default-resources"], *profile["set-resources"].values()]:
-        if "slurm_partition" in resources:
-            resources["slurm_partition"] = "debug"
-    assert "CHANGEME" not in yaml.safe_dump(profile), "a site value of the profile is not replaced"
-    # The suite runs on the CPU, but the train jobs ask for the node's fake GPU, so that the GPU path
-    # of the submission (--gpus, --cpus-per-gpu) is what runs.
-    profile["set-resources"]["train"].update({"gpu": 1, "cpus_per_gpu": 1})
-    profile_file.write_text(yaml.safe_dump(profile, sort_keys=False))
-    return profile
+def _site_profile(folder: Path) -> Path:
+    """The site template as a site fills it in for this cluster: its partitions (cpu, gpu with one
+    GPU) and no account; the account line goes, as the template says where none is needed."""
+    folder.mkdir()
+    site = (ROOT / "profiles/slurm/site-template.yaml").read_text()
+    site = site.replace("default-resources:\n  slurm_account: CHANGEME_account", "")
+    site = site.replace("# slurm-no-account: true", "slurm-no-account: true")
+    # this cluster has no accounting database (README: without accounting, squeue and MinJobAge)
+    site = site.replace("# slurm-status-command: squeue", "slurm-status-command: squeue")
+    # The suite runs on the CPU, but coop's train jobs ask for the node's fake GPU, so that the GPU
+    # path of the submission (--gpus, --cpus-per-gpu, the GPU partition) is what runs for them.
+    site += ("set-resources:\n  train:\n    gpu: \"1 if wildcards.method == 'coop' else 0\"\n"
+             "    cpus_per_gpu: \"1 if wildcards.method == 'coop' else 0\"\n")
+    (folder / "profile.yaml").write_text(site)
+    parts = yaml.safe_load((ROOT / "profiles/slurm/partitions-template.yaml").read_text())["partitions"]
+    parts = {"cpu": parts["CHANGEME_cpu"], "gpu": {**parts["CHANGEME_gpu"], "max_gpu": 1}}
+    (folder / "partitions.yaml").write_text(yaml.safe_dump({"partitions": parts}))
+    for name in ("profile.yaml", "partitions.yaml"):
+        assert not re.search(r"^[^#]*CHANGEME", (folder / name).read_text(), re.M), name
+    return folder
 
 
-def _train_job_of(run_args: list[str]) -> tuple[int, str]:
-    """(pid, SLURM job id) of the `python -m ordclip train` process whose command line holds run_args."""
+def _train_job_of(method: str, fold: int) -> tuple[int, str]:
+    """(pid, SLURM job id) of the `python -m ordclip train --job JSON` process of that run."""
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
@@ -204,21 +214,26 @@ def _train_job_of(run_args: list[str]) -> tuple[int, str]:
         except OSError:
             continue
         words = [a.decode() for a in argv]
-        if "ordclip" in words and "train" in words and all(a in words for a in run_args):
+        if "ordclip" not in words or "train" not in words or "--job" not in words:
+            continue
+        job = json.loads(words[words.index("--job") + 1])
+        if job["run"]["method"]["name"] == method and job["fold"] == fold:
             for var in env:
                 if var.startswith(b"SLURM_JOB_ID="):
                     return int(proc.name), var.split(b"=", 1)[1].decode()
-    raise LookupError(f"no running train process with {run_args}")
+    raise LookupError(f"no running train process of {method} fold {fold}")
 
 
-def test_tiny_suite_through_slurm_with_a_preempted_run(slurm_cluster, repo_copy):
+def test_tiny_suite_through_slurm_with_a_preempted_run(slurm_cluster, repo_copy, tmp_path_factory):
     t0 = time.time()
     (repo_copy / "tiny.yaml").write_text(TINY)
-    _site_profile(repo_copy)
+    shutil.copytree(ROOT / "profiles", repo_copy / "profiles")
+    # The working directory is a git repository; the run must leave it clean (site values live outside).
+    for git in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]):
+        subprocess.run(["git", *git], cwd=repo_copy, check=True)
+    site = _site_profile(tmp_path_factory.mktemp("site") / "mysite")
     cmd = [sys.executable, "-m", "snakemake", "results/table1.csv", "--configfile", "tiny.yaml",
-           "--executor", "slurm", "--workflow-profile", "workflow/profiles/slurm",
-           # this cluster has no accounting database and no accounts
-           "--slurm-no-account", "--slurm-status-command", "squeue",
+           "--profile", str(site), "--workflow-profile", "slurm",
            "--slurm-init-seconds-before-status-checks", "1", "--slurm-keep-successful-logs"]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     log = repo_copy / "snakemake.out"
@@ -233,7 +248,7 @@ def test_tiny_suite_through_slurm_with_a_preempted_run(slurm_cluster, repo_copy)
             assert proc.poll() is None, log.read_text()[-5000:]
             assert time.time() - t0 < TIMEOUT_S, "coop fold 0 never checkpointed:\n" + log.read_text()[-5000:]
             time.sleep(0.1)
-        _, preempted = _train_job_of(["--method", "coop", "--fold", "0"])
+        _, preempted = _train_job_of("coop", 0)
         subprocess.run(["scancel", "--signal=TERM", preempted], check=True)
         proc.wait(timeout=TIMEOUT_S - (time.time() - t0))
     except BaseException:
@@ -249,14 +264,17 @@ def test_tiny_suite_through_slurm_with_a_preempted_run(slurm_cluster, repo_copy)
     assert set(rows.method) == {"zeroshot", "coop"} and set(rows.dataset) == {"fading"}
     assert (table.n_folds == 2).all() and rows["mean"].notna().all()
 
-    # Every job outside the localrules ran as a SLURM job; the preempted one failed and its retry
-    # resumed from the checkpoint.
-    jobs = {job_id: (state, comment) for job_id, state, comment in _squeue("%i|%T|%k")}
+    # Every job outside the localrules (split and evaluate run on the submit host) ran as a SLURM
+    # job, in the partition that fits it; the preempted one failed and its retry resumed from the
+    # checkpoint.
+    jobs = {job_id: (state, comment) for job_id, state, comment, _ in _squeue("%i|%T|%k|%P")}
+    partitions = {job_id: part for job_id, _, _, part in _squeue("%i|%T|%k|%P")}
     rules = [c.split("_wildcards")[0].removeprefix("rule_") for _, c in jobs.values()]
-    assert sorted(rules) == sorted(["generate", "prepare", "embed"] + ["split"] * 2 + ["train"] * 5
-                                   + ["evaluate"] * 4), jobs
+    assert sorted(rules) == sorted(["generate", "prepare", "embed"] + ["train"] * 5), jobs
     assert jobs[preempted][0] == "FAILED", jobs
-    assert sorted(s for s, _ in jobs.values()) == ["COMPLETED"] * 13 + ["FAILED"], jobs
+    assert sorted(s for s, _ in jobs.values()) == ["COMPLETED"] * 7 + ["FAILED"], jobs
+    for job_id, (_, comment) in jobs.items():
+        assert partitions[job_id] == ("gpu" if "_coop_" in comment else "cpu"), (comment, partitions[job_id])
     train_log = (repo_copy / "logs/demo/train/fading/coop/fold0.log").read_text()
     assert "resuming from" in train_log and "epoch 40/40" in train_log, train_log[-3000:]
     # The job shell waited for training to checkpoint, and passed on its status (128 + SIGTERM).
@@ -271,4 +289,14 @@ def test_tiny_suite_through_slurm_with_a_preempted_run(slurm_cluster, repo_copy)
         job = subprocess.run(["scontrol", "show", "job", run["job"]["slurm_job_id"]], capture_output=True,
                              text=True, check=True).stdout
         assert "TresPerJob=gres:gpu:1" in job and "CpusPerTres=gres:gpu:1" in job, job  # --gpus, --cpus-per-gpu
+        assert run["workdir_git"]["dirty"] is False, run["workdir_git"]
+    zeroshot = json.loads((repo_copy / "results/demo/runs/fading/zeroshot/fold0/run.json").read_text())
+    job = subprocess.run(["scontrol", "show", "job", zeroshot["job"]["slurm_job_id"]], capture_output=True,
+                         text=True, check=True).stdout
+    assert "gres:gpu" not in job, job  # a CPU-only run asks for no GPU, of no model
+    # Each sbatch job measured its time and peak memory (Snakemake's benchmark:).
+    bench = (repo_copy / "benchmarks/demo/train/fading/coop/fold1.tsv").read_text().splitlines()
+    assert bench[0].split("\t")[:3] == ["s", "h:m:s", "max_rss"] and len(bench) == 2, bench
+    assert not subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo_copy,
+                              capture_output=True, text=True, check=True).stdout
     print(f"SLURM tiny suite: {len(jobs)} SLURM jobs, {seconds:.1f} s")

@@ -98,3 +98,20 @@ def test_feature_methods_and_evaluate(small, monkeypatch, method):
     n_test = len(_outputs(run_dir)["test_y"])
     assert len((run_dir / "predictions.csv").read_text().splitlines()) == n_test + 1
     assert torch.load(run_dir / "model.pt", weights_only=True)["state"]["weight"].shape[0] == 5
+
+
+def test_progress_is_written_as_whole_lines(capsys):
+    """Job logs read line by line: no carriage returns, each line with the steps done, elapsed and ETA."""
+    import io
+
+    from ordclip.train import Progress
+
+    out = io.StringIO()
+    bar = Progress("fading/coop/fold0", total=10, done=4, every=0, file=out)
+    bar.update(1)
+    bar.line(f"coop epoch 1/2 loss ce=0.5000 val mae=0.800 {bar.status()}")
+    text = out.getvalue()
+    assert "\r" not in text and text.endswith("\n")
+    lines = text.splitlines()
+    assert lines[0].startswith("fading/coop/fold0 step 5/10 elapsed ") and " eta " in lines[0]
+    assert lines[1].startswith("coop epoch 1/2 loss ce=0.5000 val mae=0.800 step 5/10 elapsed")

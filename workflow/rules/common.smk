@@ -121,10 +121,23 @@ def train_gpu(wc):
 
 # Job resources, in Snakemake's standard names; --executor slurm turns them into sbatch options
 # (gpu: --gpus, cpus_per_gpu: --cpus-per-gpu, runtime: --time in minutes, mem_mb: --mem). Sizes
-# suit the paper suite (ViT-B/16, one GPU per run). Site values (partition, account, GPU model)
-# live in workflow/profiles/slurm/ only. A retry gets more memory but not more time: training
-# resumes from its checkpoint, so each attempt continues where the last one stopped.
+# suit the paper suite (ViT-B/16, one GPU per run); each job's measured time and peak memory are
+# in its benchmark file (benchmark_file). Site values (account, partitions) live in the user's own
+# profile (profiles/slurm/site-template.yaml), never here. A retry gets more memory but not more
+# time: training resumes from its checkpoint, so each attempt continues where the last one stopped.
 CPUS_PER_GPU = 4
+
+# SLURM sends SIGTERM 2 minutes before a train job's time limit: training checkpoints and exits, and
+# the retry resumes. A site's set-resources for `train` that sets slurm_extra replaces this: keep
+# '--signal=TERM@120' in it.
+TRAIN_SLURM_EXTRA = "'--signal=TERM@120'"
+
+
+def benchmark_file(log):
+    """The benchmark TSV of a job (wall time, peak memory: Snakemake's `benchmark:`) beside its log
+    path: logs/X.log -> benchmarks/X.tsv. Not a DVC output (ordclip/dvcstages.py records job.output)."""
+    name = log.removeprefix("logs/").removesuffix(".log")
+    return f"benchmarks/{name}.tsv"
 
 
 def embed_gpu(wc):

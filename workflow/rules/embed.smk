@@ -20,5 +20,7 @@ rule embed:
         "../envs/ordclip.yaml"
     log:
         L.log_file("{suite}", "embed", "{dataset}"),
+    benchmark:
+        benchmark_file(L.log_file("{suite}", "embed", "{dataset}"))
     shell:
         ordclip_shell("embed")

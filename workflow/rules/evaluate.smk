@@ -1,4 +1,9 @@
-# Metrics of one run from its recorded outputs (validation- and test-selected).
+# Metrics of one run from its recorded outputs (validation- and test-selected). It reads small files
+# and takes seconds, so it runs on the submit host (a localrule) rather than as an sbatch job.
+
+
+localrules:
+    evaluate,
 
 
 rule evaluate:
@@ -13,9 +18,6 @@ rule evaluate:
         },
     params:
         **job_params("evaluate"),
-    resources:
-        runtime=15,
-        mem_mb=2000,
     conda:
         "../envs/ordclip.yaml"
     log:

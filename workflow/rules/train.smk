@@ -17,9 +17,12 @@ rule train:
         cpus_per_gpu=train_cpus_per_gpu,
         runtime=train_runtime,
         mem_mb=train_mem_mb,
+        slurm_extra=TRAIN_SLURM_EXTRA,
     conda:
         "../envs/ordclip.yaml"
     log:
         L.log_file("{suite}", "train", "{dataset}", "{method}", "fold{fold}"),
+    benchmark:
+        benchmark_file(L.log_file("{suite}", "train", "{dataset}", "{method}", "fold{fold}"))
     shell:
         ordclip_shell("train")
