@@ -1,4 +1,4 @@
-"""The open_clip backbone: creation from a config and weights file, and text encoding from
+"""The CLIP backbone: creation from a config and weights file, and text encoding from
 token embeddings (what prompt learners need)."""
 
 from __future__ import annotations
@@ -28,18 +28,26 @@ def register_configs() -> None:
 
 
 def create_backbone(cfg: dict, weights: str | Path | None) -> nn.Module:
-    """The open_clip CLIP model of backbone config ``cfg``, loaded from a local ``weights`` file.
+    """The CLIP model of backbone config ``cfg``, loaded from a local ``weights`` file.
 
+    Plain CLIP ViTs (ordclip.models.clip.supports: the demo's ``ordclip-tiny``, ViT-B/16) are built
+    by ordclip.models.clip, without importing open_clip (a copy of its classes: same parameters,
+    same initialisation, same outputs); other configs (RN50) by open_clip itself.
     ``weights=None`` gives a random initialisation (used only to write a tiny backbone's
     weights file). Weights load with ``weights_only=True``.
     """
-    import open_clip
+    from ordclip.models import clip
 
-    register_configs()
-    if cfg["model"] not in open_clip.list_models():
+    model_cfg = clip.model_config(cfg["model"], CONFIG_DIR)
+    if model_cfg is None:
         raise ConfigError(f"backbones.{cfg['name']}.model: unknown open_clip model {cfg['model']!r}")
     if weights is not None and not Path(weights).is_file():
         raise ConfigError(f"backbones.{cfg['name']}: weights file {weights} not found")
+    if clip.supports(model_cfg):
+        return clip.create_model(model_cfg, weights).float().eval()
+    import open_clip
+
+    register_configs()
     model = open_clip.create_model(
         cfg["model"], pretrained=str(weights) if weights is not None else None, weights_only=True
     )
@@ -68,7 +76,13 @@ def convert_openai(source: str | Path, out: str | Path) -> None:
 
 
 def tokenizer(cfg: dict):
-    """open_clip's tokenizer for the backbone (the bundled BPE vocabulary; no network)."""
+    """CLIP's tokenizer for the backbone (the bundled BPE vocabulary; no network): ordclip's copy
+    for the models ordclip.models.clip builds, open_clip's for the others."""
+    from ordclip.models import clip
+
+    model_cfg = clip.model_config(cfg["model"], CONFIG_DIR)
+    if model_cfg is not None and clip.supports(model_cfg):
+        return clip.SimpleTokenizer(context_length=model_cfg["text_cfg"].get("context_length", 77))
     import open_clip
 
     register_configs()
