@@ -441,23 +441,29 @@ def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path, stop: 
                 "epoch": epoch + 1, "lr": lrs, "loss": losses, "val": _quick_metrics(val, y_val),
                 "test": _quick_metrics(test, y_test), "seconds": round(time.time() - t, 3),
             })
-            print(f"{stage.name} epoch {epoch + 1}/{stage.epochs} loss "
-                  + " ".join(f"{k}={v:.4f}" for k, v in losses.items())
-                  + f" val {mcfg['select_on']}={abs(score):.3f}", file=sys.stderr)
             _write_log(out / "log.jsonl", history)
             nxt = (si, epoch + 1) if epoch + 1 < stage.epochs else (si + 1, 0)
             opt_state = None
             epochs_this_call += 1
-            leaving = nxt[0] < len(stages) and (stop or (stop_after is not None and epochs_this_call >= stop_after))
-            if leaving or time.monotonic() - last_save >= checkpoint_seconds:
+            saved = time.monotonic() - last_save >= checkpoint_seconds
+            if saved:
                 _save_resume(resume_path, identity, nxt, method, names, opt if nxt[0] == si else None,
                              sched if nxt[0] == si else None, gen, history, best, per_part)
                 last_save = time.monotonic()
-            if stop and nxt[0] < len(stages):
+            # printed once the epoch's log (and checkpoint, when one was due) is in place
+            print(f"{stage.name} epoch {epoch + 1}/{stage.epochs} loss "
+                  + " ".join(f"{k}={v:.4f}" for k, v in losses.items())
+                  + f" val {mcfg['select_on']}={abs(score):.3f}", file=sys.stderr)
+            # leaving early (one look at the signals: a later one is handled at the next step) always checkpoints
+            stopping = bool(stop)
+            leaving = nxt[0] < len(stages) and (stopping or (stop_after is not None and epochs_this_call >= stop_after))
+            if leaving and not saved:
+                _save_resume(resume_path, identity, nxt, method, names, opt if nxt[0] == si else None,
+                             sched if nxt[0] == si else None, gen, history, best, per_part)
+            if leaving:
                 bar.close()
-                raise Preempted(stop[0], str(resume_path))
-            if stop_after is not None and epochs_this_call >= stop_after and nxt[0] < len(stages):
-                bar.close()
+                if stopping:
+                    raise Preempted(stop[0], str(resume_path))
                 return None
     bar.close()
     _write_log(out / "log.jsonl", history)  # again: a run resumed after its last epoch has no log yet
