@@ -1,5 +1,7 @@
 """Time the whole demo suite (`snakemake --cores all results/table1.csv`) from an empty working
 directory: data generation to table. Environment setup is excluded (the venv must exist).
+Prints the wall time and the CPU time of Snakemake and all its jobs (user + system, core-seconds:
+less sensitive than wall time to other work on a shared machine).
 
     .venv/bin/python bench/demo_suite.py [--cores N] [--keep DIR] [TARGET ...]
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -36,14 +39,18 @@ def main() -> None:
         shutil.copy(ROOT / name, work / name)
     shutil.copytree(ROOT / "workflow", work / "workflow", dirs_exist_ok=True)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "snakemake", *args.targets, "--cores", args.cores],
                           cwd=work, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # Snakemake and every job it waited for
+    core_seconds = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     if proc.returncode:
         sys.exit(proc.stderr[-3000:])
     jobs = proc.stderr.count("Finished jobid")
-    print(f"| {' '.join(args.targets)}, `--cores {args.cores}` | {seconds:.0f} s | {jobs} jobs | {machine()} |")
+    print(f"| {' '.join(args.targets)}, `--cores {args.cores}` | {seconds:.0f} s | {core_seconds:.0f} core-s "
+          f"| {jobs} jobs | {machine()} |")
     for target in args.targets:
         print((work / target).with_suffix(".md").read_text())
     if not args.keep:

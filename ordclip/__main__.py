@@ -1,3 +1,3 @@
-from ordclip.cli import main
+from ordclip.cli import run
 
-raise SystemExit(main())
+run()

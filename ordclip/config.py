@@ -7,6 +7,7 @@ that Snakemake planned it with.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import re
@@ -18,6 +19,32 @@ import yaml
 from ordclip.errors import ConfigError
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "params.schema.yaml"
+
+# libyaml's parser (about 7x faster than PyYAML's pure-Python one) where PyYAML was built with it;
+# both build the same Python objects from the same document.
+FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML text with the fast safe loader (errors are yaml.YAMLError, as yaml.safe_load's)."""
+    return yaml.load(text, Loader=FAST_LOADER)
+
+
+@functools.lru_cache(maxsize=None)
+def _schema() -> dict:
+    """workflow/schemas/params.schema.yaml, parsed once per process (treat it as read-only)."""
+    return load_yaml(SCHEMA_PATH.read_text())
+
+
+@functools.lru_cache(maxsize=None)
+def _validator(ref: str | None = None):
+    """A jsonschema validator for the whole params schema, or (``ref``) one of its $defs; built once."""
+    import jsonschema
+
+    schema = _schema()
+    if ref is not None:
+        schema = {"$ref": f"#/$defs/{ref}", "$defs": schema["$defs"]}
+    return jsonschema.Draft202012Validator(schema)
 
 
 def deep_merge(base: Mapping, update: Mapping) -> dict:
@@ -58,7 +85,11 @@ def read_yaml(path: str | Path) -> Any:
         raise ConfigError(f"{path} line {line}: not UTF-8 "
                           f"(byte {data[exc.start]:#04x}); save the file as UTF-8") from None
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
+    except yaml.YAMLError as exc:
+        fast_error = exc
+    try:  # the error again from the pure-Python parser, whose messages name the context of the error
+        yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path} line {mark.line + 1}, column {mark.column + 1}" if mark is not None else str(path)
@@ -67,6 +98,7 @@ def read_yaml(path: str | Path) -> Any:
             context += f" (from line {started.line + 1}, column {started.column + 1})"
         what = "; ".join(str(p) for p in (context, getattr(exc, "problem", None)) if p)
         raise ConfigError(f"{where}: not valid YAML: {what or exc}") from None
+    raise ConfigError(f"{path}: not valid YAML for libyaml, though PyYAML's own parser reads it: {fast_error}")
 
 
 def check_yaml_files(paths: Iterable[str | Path]) -> None:
@@ -101,11 +133,7 @@ def _key_path(parts: Iterable) -> str:
 
 def validate_schema(params: Mapping) -> None:
     """Validate against workflow/schemas/params.schema.yaml, naming the key path at fault."""
-    import jsonschema
-
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
+    errors = sorted(_validator().iter_errors(params), key=lambda e: list(e.absolute_path))
     if errors:
         lines = [f"{_key_path(e.absolute_path)}: {e.message}" for e in errors[:10]]
         raise ConfigError("invalid parameters:\n  " + "\n  ".join(lines))
@@ -216,12 +244,8 @@ def untrained_head_errors(method: Mapping) -> list[str]:
 
 def _method_errors(method: Mapping) -> list[str]:
     """Schema errors of one method's parameters (e.g. after a suite's overrides are merged in)."""
-    import jsonschema
-
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())
-    validator = jsonschema.Draft202012Validator({"$ref": "#/$defs/method", "$defs": schema["$defs"]})
     errors = [f"{''.join(f'.{p}' for p in e.absolute_path)}: {e.message}"
-              for e in sorted(validator.iter_errors(dict(method)), key=lambda e: list(e.absolute_path))][:5]
+              for e in sorted(_validator("method").iter_errors(dict(method)), key=lambda e: list(e.absolute_path))][:5]
     return errors or untrained_head_errors(method)
 
 
@@ -368,6 +392,14 @@ def run_config(params: Mapping, suite: str, dataset: str, method: str) -> dict:
         "dataset": apply_rank_space(dataset_config(params, dataset), params["methods"][method]["kind"]),
         "method": method_config(params, suite, method, dataset),
     }
+
+
+CHECKPOINT_MINUTES = 5.0  # default of suites.<name>.checkpoint_minutes
+
+
+def checkpoint_minutes(params: Mapping, suite: str) -> float:
+    """Minutes between two resume checkpoints of a training run (at epoch ends; 0: every epoch)."""
+    return float(suite_config(params, suite).get("checkpoint_minutes", CHECKPOINT_MINUTES))
 
 
 def n_folds(params: Mapping, suite: str, dataset: str) -> int:

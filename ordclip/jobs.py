@@ -76,7 +76,10 @@ def job_config(params: Mapping, verb: str, **keys: Any) -> dict:
         return {"suite": keys["suite"], "seed": params["seed"], "device": s.get("device", "auto"),
                 "backbone": C.backbone_config(params, s["backbone"]),
                 "dataset": C.dataset_config(params, keys["dataset"])}
-    if verb in ("train", "evaluate"):
+    if verb == "train":  # how often it checkpoints changes no result, so it stays outside "run"
+        return {"run": C.run_config(params, keys["suite"], keys["dataset"], keys["method"]),
+                "fold": int(keys["fold"]), "checkpoint_minutes": C.checkpoint_minutes(params, keys["suite"])}
+    if verb == "evaluate":
         return {"run": C.run_config(params, keys["suite"], keys["dataset"], keys["method"]),
                 "fold": int(keys["fold"])}
     if verb == "cell":

@@ -1,7 +1,10 @@
-"""Predictions from rank logits, and the ordinal-regression metrics (scikit-learn where it has them).
+"""Predictions from rank logits, and the ordinal-regression metrics, in numpy alone.
 
 Everything here works on numpy arrays (torch tensors are accepted and converted), so evaluation
-needs no torch import. Predictions and labels are rank indices 0..R-1.
+imports neither torch nor scikit-learn. Predictions and labels are rank indices 0..R-1. MAE,
+accuracy and QWK follow scikit-learn's operations step by step (mean_absolute_error,
+accuracy_score, cohen_kappa_score(weights="quadratic")), so they equal its results bit for bit;
+tests/test_metrics.py checks that against scikit-learn.
 """
 
 from __future__ import annotations
@@ -9,7 +12,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sklearn.metrics import accuracy_score, cohen_kappa_score, mean_absolute_error
 
 MODES = ("exp", "max")
 
@@ -37,6 +39,37 @@ def predict(logits, mode: str) -> np.ndarray:
     raise ValueError(f"unknown prediction mode {mode!r} (exp | max)")
 
 
+def mean_absolute_error(y, pred) -> float:
+    """Mean of |pred - y| (as scikit-learn: both as float64 columns, averaged over rows, then outputs)."""
+    err = np.abs(np.asarray(pred, dtype=np.float64).reshape(-1, 1) - np.asarray(y, dtype=np.float64).reshape(-1, 1))
+    return float(np.average(np.average(err, axis=0)))
+
+
+def accuracy(y, hard) -> float:
+    """Fraction of equal labels."""
+    return float(np.average(np.asarray(y) == np.asarray(hard)))
+
+
+def quadratic_weighted_kappa(y, hard) -> float:
+    """Cohen's kappa with quadratic weights over the labels present in ``y`` or ``hard`` (sorted);
+    NaN where it is undefined (every weight times expected count is 0)."""
+    y, hard = np.asarray(y, dtype=np.int64), np.asarray(hard, dtype=np.int64)
+    labels = np.unique(np.r_[y, hard])
+    n = len(labels)
+    confusion = np.zeros((n, n), dtype=np.int64)
+    np.add.at(confusion, (np.searchsorted(labels, y), np.searchsorted(labels, hard)), 1)
+    confusion = confusion.astype(np.float64)
+    sum0, sum1 = confusion.sum(axis=0), confusion.sum(axis=1)
+    expected = np.outer(sum0, sum1) / np.sum(sum0)
+    w_mat = np.zeros((n, n), dtype=np.float64)
+    w_mat += np.arange(n)
+    w_mat = (w_mat - w_mat.T) ** 2
+    denominator = np.sum(w_mat * expected)
+    if denominator == 0:
+        return float("nan")
+    return float(1 - np.sum(w_mat * confusion) / denominator)
+
+
 def summarize(pred, y) -> dict[str, float | None]:
     """MAE of ``pred``; accuracy, one-off accuracy and quadratic-weighted kappa of round(pred).
 
@@ -44,10 +77,10 @@ def summarize(pred, y) -> dict[str, float | None]:
     """
     pred, y = _array(pred), _array(y).astype(np.int64)
     hard = np.rint(pred).astype(np.int64)
-    qwk = cohen_kappa_score(y, hard, weights="quadratic") if len(np.unique(np.r_[y, hard])) > 1 else float("nan")
+    qwk = quadratic_weighted_kappa(y, hard) if len(np.unique(np.r_[y, hard])) > 1 else float("nan")
     return {
-        "mae": float(mean_absolute_error(y, pred)),
-        "acc": float(accuracy_score(y, hard)),
+        "mae": mean_absolute_error(y, pred),
+        "acc": accuracy(y, hard),
         "one_off_acc": float(np.mean(np.abs(hard - y) <= 1)),
         "qwk": None if math.isnan(qwk) else float(qwk),
     }

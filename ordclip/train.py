@@ -2,8 +2,9 @@
 
 A run writes model.pt (the validation-selected weights), outputs.npz (val and test outputs of
 every candidate: each epoch, or each C of a linear probe), log.jsonl and run.json. Training
-checkpoints to resume.pt after every epoch (with a sha256 of its content; deleted once every
-output is in place) and resumes from it; same seed, same result. On SIGTERM or
+checkpoints to resume.pt at the end of an epoch once ``checkpoint_minutes`` (a suite setting,
+default 5) have passed since the last checkpoint (with a sha256 of its content; deleted once every
+output is in place) and resumes from it; same seed, same result, however often it checkpoints. On SIGTERM or
 SIGUSR1 (SLURM preemption, the time limit) it finishes the current step, checkpoints mid-epoch and
 raises Preempted; the next call resumes at that step.
 """
@@ -251,7 +252,8 @@ def run(job: dict, stop_after: int | None = None) -> bool:
         _fit_features(cfg, paths, out)
     else:
         with stop_requests() as stop:
-            device = _train_images(cfg, fold, paths, out, stop, stop_after, identity)
+            device = _train_images(cfg, fold, paths, out, stop, stop_after, identity,
+                                   60.0 * job["checkpoint_minutes"])
         if device is None:
             return False
     final = {name.split(".")[0]: str(out / name) for name in ("model.pt", "outputs.npz")}
@@ -391,7 +393,11 @@ def resume_mismatch(saved: dict | None, identity: dict) -> str | None:
 
 
 def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path, stop: list[int],
-                  stop_after: int | None, identity: dict) -> torch.device | None:
+                  stop_after: int | None, identity: dict, checkpoint_seconds: float) -> torch.device | None:
+    """Train a run on images. resume.pt is written at the end of an epoch once ``checkpoint_seconds``
+    have passed since this call started or last wrote it (0: after every epoch), and always before
+    leaving early: on a stop signal (mid-epoch too) and after ``stop_after`` epochs. Writing it
+    changes no result: the state it saves is only read back by a later call."""
     mcfg, bb, ds = cfg["method"], cfg["backbone"], cfg["dataset"]
     device = device_for(cfg["device"], f"train {ds['name']}/{mcfg['name']}/fold{fold}")
     amp = amp_context(device, cfg.get("precision", "auto"))
@@ -434,6 +440,7 @@ def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path, stop: 
     y_val = parts["val"].ranks.cpu().numpy()
     y_test = parts["test"].ranks.cpu().numpy()
     epochs_this_call = 0
+    last_save = time.monotonic()  # resume.pt: at an epoch's end once this long has passed since the last
     for si in range(start_stage, len(stages)):
         stage = stages[si]
         set_trainable(method, stage)
@@ -466,18 +473,28 @@ def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path, stop: 
                 "epoch": epoch + 1, "lr": lrs, "loss": losses, "val": _quick_metrics(val, y_val),
                 "test": _quick_metrics(test, y_test), "seconds": round(time.time() - t, 3),
             })
+            _write_log(out / "log.jsonl", history)
+            nxt = (si, epoch + 1) if epoch + 1 < stage.epochs else (si + 1, 0)
+            opt_state = None
+            epochs_this_call += 1
+            saved = time.monotonic() - last_save >= checkpoint_seconds
+            if saved:
+                _save_resume(resume_path, identity, nxt, method, names, opt if nxt[0] == si else None,
+                             sched if nxt[0] == si else None, gen, history, best, per_part)
+                last_save = time.monotonic()
+            # printed once the epoch's log (and checkpoint, when one was due) is in place
             bar.line(f"{stage.name} epoch {epoch + 1}/{stage.epochs} loss "
                      + " ".join(f"{k}={v:.4f}" for k, v in losses.items())
                      + f" val {mcfg['select_on']}={abs(score):.3f} epoch {_clock(time.time() - t)} {bar.status()}")
-            _write_log(out / "log.jsonl", history)
-            nxt = (si, epoch + 1) if epoch + 1 < stage.epochs else (si + 1, 0)
-            _save_resume(resume_path, identity, nxt, method, names, opt if nxt[0] == si else None,
-                         sched if nxt[0] == si else None, gen, history, best, per_part)
-            opt_state = None
-            epochs_this_call += 1
-            if stop and nxt[0] < len(stages):
-                raise Preempted(stop[0], str(resume_path))
-            if stop_after is not None and epochs_this_call >= stop_after and nxt[0] < len(stages):
+            # leaving early (one look at the signals: a later one is handled at the next step) always checkpoints
+            stopping = bool(stop)
+            leaving = nxt[0] < len(stages) and (stopping or (stop_after is not None and epochs_this_call >= stop_after))
+            if leaving and not saved:
+                _save_resume(resume_path, identity, nxt, method, names, opt if nxt[0] == si else None,
+                             sched if nxt[0] == si else None, gen, history, best, per_part)
+            if leaving:
+                if stopping:
+                    raise Preempted(stop[0], str(resume_path))
                 return None
     _write_log(out / "log.jsonl", history)  # again: a run resumed after its last epoch has no log yet
     fold_parts = {p: {"index": parts[p].index, "y": parts[p].ranks.cpu().numpy()} for p in ("val", "test")}

@@ -42,6 +42,7 @@ suites:
   demo:
     datasets: [fading]
     folds: 1
+    checkpoint_minutes: 0   # resume.pt after every epoch: these tests kill around each checkpoint write
     overrides:
       ordinalclip: {epochs: 3, batch_size: 8}
 """
@@ -82,10 +83,10 @@ def fsync(path):
 os.replace, ordclip.io._fsync = replace, fsync
 
 class Pipeline(ordclip.train.ImagePipeline):
-    def __call__(self, images, train, generator=None):
+    def __call__(self, images, train, generator=None, view=None):
         if train:
             tick()
-        return super().__call__(images, train, generator)
+        return super().__call__(images, train, generator, view=view)
 
 ordclip.train.ImagePipeline = Pipeline
 from ordclip.cli import main

@@ -44,3 +44,30 @@ def test_selection_score_orientation():
     y = np.array([0, 1])
     assert selection_score({"logits": logits}, y, "mae_max") == 0.0
     assert selection_score({"logits": logits}, y, "acc_max") == -1.0
+
+
+def test_numpy_metrics_equal_sklearn_bit_for_bit():
+    """ordclip.metrics needs no scikit-learn, yet gives its exact floats (metrics.json unchanged)."""
+    rng = np.random.default_rng(1)
+    for trial in range(300):
+        n, r = int(rng.integers(2, 400)), int(rng.integers(2, 12))
+        y = rng.integers(0, r, size=n)
+        pred = np.clip(y + rng.normal(0, rng.uniform(0.1, 3), size=n), 0, r - 1)
+        if trial % 3 == 0:
+            pred = rng.uniform(0, r - 1, size=n)
+        hard = np.rint(pred).astype(np.int64)
+        got = summarize(pred, y)
+        assert got["mae"] == mean_absolute_error(y, pred)
+        assert got["acc"] == accuracy_score(y, hard)
+        if len(np.unique(np.r_[y, hard])) > 1:
+            want = cohen_kappa_score(y, hard, weights="quadratic")
+            assert got["qwk"] == want or (got["qwk"] is None and np.isnan(want))
+
+
+def test_metrics_module_imports_no_sklearn():
+    import subprocess
+    import sys
+
+    code = "import sys, ordclip.metrics, ordclip.evaluate; print('sklearn' in sys.modules, 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]

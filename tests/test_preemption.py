@@ -71,12 +71,12 @@ class SignalAtStep(ordclip.train.ImagePipeline):
 
     signum, at, calls = signal.SIGUSR1, 0, 0
 
-    def __call__(self, images, train, generator=None):
+    def __call__(self, images, train, generator=None, view=None):
         if train:
             SignalAtStep.calls += 1
             if SignalAtStep.calls == SignalAtStep.at:
                 os.kill(os.getpid(), SignalAtStep.signum)
-        return super().__call__(images, train, generator)
+        return super().__call__(images, train, generator, view=view)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGTERM])
@@ -130,5 +130,32 @@ def test_sigterm_stops_the_cli_with_a_checkpoint_and_the_rerun_matches(small):
     again = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert "resuming from" in again.stderr
+    _assert_same(_results(run_dir), reference)
+    shutil.rmtree(run_dir)
+
+
+def test_checkpoints_by_time_not_by_epoch(small, monkeypatch):
+    """resume.pt is written once checkpoint_minutes have passed (default 5: never in a run of
+    seconds), after every epoch with 0, and always when leaving early; the outputs are the same."""
+    root, files, params, reference = small
+    monkeypatch.chdir(root)
+    run_dir = root / layout.run_dir(*RUN)
+    saves = []
+    save = ordclip.train._save_resume
+    monkeypatch.setattr(ordclip.train, "_save_resume", lambda path, ident, at, *a, **k: (saves.append(at),
+                                                                                          save(path, ident, at, *a, **k)))
+    assert _job(params)["checkpoint_minutes"] == 5.0
+    assert run(_job(params)) and saves == []
+    _assert_same(_results(run_dir), reference)
+    shutil.rmtree(run_dir)
+
+    assert not run(_job(params), stop_after=2) and saves == [(0, 2)]   # leaving early: always
+    assert run(_job(params)) and saves == [(0, 2)]
+    _assert_same(_results(run_dir), reference)
+    shutil.rmtree(run_dir)
+
+    every = dict(params, suites={**params["suites"], "demo": {**params["suites"]["demo"], "checkpoint_minutes": 0}})
+    saves.clear()
+    assert run(_job(every)) and saves == [(0, 1), (0, 2), (0, 3), (1, 0)]
     _assert_same(_results(run_dir), reference)
     shutil.rmtree(run_dir)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,23 +19,80 @@ NORMALIZE = {
 }
 
 
+class StreamedImages:
+    """A fold part's uint8 images left in the memory-mapped cache: indexing with row positions
+    (a tensor of indices, or a slice) reads those images and returns them on ``target``.
+
+    Used when a fold does not fit on the device (see load_fold); the batches it returns hold the
+    same bytes as a resident copy's, so training gives the same result either way."""
+
+    def __init__(self, cache: np.ndarray, rows: np.ndarray, target: torch.device) -> None:
+        self.cache, self.rows, self.target = cache, np.asarray(rows), target
+        self.device = torch.device("cpu")  # where the training loop puts the indices it passes
+        self.shape = (len(self.rows), *cache.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, key: torch.Tensor | slice) -> torch.Tensor:
+        rows = self.rows[key] if isinstance(key, slice) else self.rows[np.asarray(key)]
+        batch = torch.from_numpy(np.ascontiguousarray(self.cache[rows]))
+        if self.target.type == "cuda":
+            return batch.pin_memory().to(self.target, non_blocking=True)
+        return batch
+
+
 @dataclass
 class Part:
-    """One part of a fold: dataset row indices, uint8 images (N, H, W, 3) on the device, ranks."""
+    """One part of a fold: dataset row indices, uint8 images (N, H, W, 3) on the device (or
+    streamed from the cache, StreamedImages), ranks."""
 
     index: np.ndarray
-    images: torch.Tensor
+    images: torch.Tensor | StreamedImages
     ranks: torch.Tensor
 
 
+# A fold is kept resident when its images take at most this share of the device's free memory
+# (the rest is for the model, its activations and the optimizer); otherwise it is streamed.
+RESIDENT_SHARE = 0.25
+COPY_ROWS = 1024  # images copied into a resident fold at a time (host memory: one such chunk)
+
+
+def free_memory(device: torch.device) -> int:
+    """Free bytes of the device: CUDA's free memory, or the host's available RAM for the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
 def load_fold(images_npy: str | Path, index_csv: str | Path, split_csv: str | Path,
-              device: torch.device) -> dict[str, Part]:
-    """The train/val/test parts of a fold, read from the prepared cache."""
+              device: torch.device, resident: bool | None = None) -> dict[str, Part]:
+    """The train/val/test parts of a fold, read from the prepared cache.
+
+    ``resident`` True: every part's images are copied to the device, COPY_ROWS at a time (no
+    second whole copy on the host); False: they stay in the memory-mapped cache and each batch is
+    read from it (StreamedImages); None: resident when the fold's images take at most
+    RESIDENT_SHARE of the device's free memory (the choice is printed when it streams)."""
     cache = load_numpy(images_npy, "prepare", mmap_mode="r")
     ranks = read_index(index_csv)["rank"]
+    split = read_split(split_csv)
+    if resident is None:
+        need = sum(len(idx) for idx in split.values()) * int(np.prod(cache.shape[1:]))
+        free = free_memory(device)
+        resident = need <= RESIDENT_SHARE * free
+        if not resident:
+            print(f"ordclip: the fold's images take {need / 2**30:.2f} GiB, over {RESIDENT_SHARE:.0%} of the "
+                  f"{free / 2**30:.2f} GiB free on {device}: batches are read from {images_npy} as they are needed",
+                  file=sys.stderr)
     out = {}
-    for part, idx in read_split(split_csv).items():
-        images = torch.from_numpy(np.array(cache[idx])).to(device)
+    for part, idx in split.items():
+        if resident:
+            images = torch.empty((len(idx), *cache.shape[1:]), dtype=torch.uint8, device=device)
+            for start in range(0, len(idx), COPY_ROWS):
+                chunk = torch.from_numpy(np.ascontiguousarray(cache[idx[start:start + COPY_ROWS]]))
+                images[start:start + len(chunk)] = chunk.to(device)
+        else:
+            images = StreamedImages(cache, idx, device)
         out[part] = Part(idx, images, torch.from_numpy(ranks[idx]).to(device))
     return out
 

@@ -1,5 +1,8 @@
 """Decode and resize every image once into a uint8 cache (N, px, px, 3) plus an index.
 
+The cache is written image by image into a memory-mapped .npy file, so preparing needs memory for
+a few images only, at any dataset size.
+
 A labels CSV has the columns ``path,label`` and, optionally, the dataset's own split assignment,
 which is carried into ``index.csv`` for the ``given`` protocol (ordclip.data.splits):
 - ``fold``: the fold (0, 1, ...) whose test part the image is in (cross-validation);
@@ -26,6 +29,7 @@ from ordclip.io import atomic_path
 DUPLICATES = ("error", "drop")
 SPLIT_COLUMN = re.compile(r"^split(0|[1-9][0-9]*)$")
 PARTS = ("train", "val", "test")
+FLUSH_ROWS = 1024  # decoded images written to the cache file between flushes
 
 
 def protocol_columns(fieldnames: list[str]) -> list[str]:
@@ -172,16 +176,20 @@ def prepare(labels_csv: str | Path, image_root: str | Path, px: int, ranks: list
     rows, extra = read_label_table(labels_csv, image_root, duplicates)
     report_identical(rows, Path(image_root), Path(labels_csv))
     lo, _ = rank_range([r["label"] for r in rows], ranks, str(labels_csv))
-    images = np.empty((len(rows), px, px, 3), dtype=np.uint8)
-    for i, row in enumerate(rows):
-        try:
-            with Image.open(Path(image_root) / row["path"]) as img:
-                images[i] = np.asarray(img.convert("RGB").resize((px, px), Image.BICUBIC))
-        except (UnidentifiedImageError, OSError) as exc:
-            raise DataError(f"{labels_csv} line {row['line']}: cannot decode image {row['path']}: {exc}") from None
     with atomic_path(out_images, checked=True) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, images)
+        # written in place in the .npy file (the same bytes np.save writes): memory stays at one
+        # chunk of images whatever the dataset's size
+        images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(rows), px, px, 3))
+        for i, row in enumerate(rows):
+            try:
+                with Image.open(Path(image_root) / row["path"]) as img:
+                    images[i] = np.asarray(img.convert("RGB").resize((px, px), Image.BICUBIC))
+            except (UnidentifiedImageError, OSError) as exc:
+                raise DataError(f"{labels_csv} line {row['line']}: cannot decode image {row['path']}: {exc}") from None
+            if (i + 1) % FLUSH_ROWS == 0:
+                images.flush()  # bound the dirty pages the kernel holds
+        images.flush()
+        del images
     with atomic_path(out_index) as tmp:
         with open(tmp, "w", newline="") as f:
             writer = csv.writer(f)

@@ -1,0 +1,26 @@
+"""The benchmarks run: bench/gpu.py with the tiny model on any device, bench/startup.py's parser."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_runs_tiny(tmp_path):
+    """bench/gpu.py --tiny: a row per stage (L2RCLIP has two) with every column filled."""
+    out = tmp_path / "gpu.md"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu.py"), "--tiny", "--steps", "1",
+                           "--methods", "ordinalclip", "l2rclip", "--out", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and "---" not in line]
+    header, *body = [[c.strip() for c in r.strip("|").split("|")] for r in rows]
+    assert [r[:2] for r in body] == [["ordinalclip", "train"], ["l2rclip", "prompts"], ["l2rclip", "image"]]
+    for r in body:
+        values = dict(zip(header, r))
+        assert float(values["img/s"]) > 0 and float(values["official img/s"]) > 0
+        assert 0 < float(values["MFU"].rstrip("%")) and float(values["run min"]) > 0
