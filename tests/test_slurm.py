@@ -72,6 +72,7 @@ suites:
     datasets: [fading]
     methods: [zeroshot, coop]
     folds: 2
+    checkpoint_minutes: 0   # resume.pt after every epoch: the test preempts coop once it has one
     overrides:
       coop: {epochs: 40, batch_size: 8}
 """
