@@ -90,6 +90,12 @@ def cmd_backbone(job) -> None:
     write_weights(job["backbone"], layout.backbone_weights(job["backbone"]["name"]))
 
 
+def cmd_pretrain(job) -> None:
+    from ordclip.pretrain import pretrain
+
+    pretrain(job)
+
+
 def cmd_embed(job) -> None:
     from ordclip.embed import embed
 
@@ -167,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     verb("prepare", cmd_prepare, "decode and resize images into the uint8 cache")
     verb("split", cmd_split, "write one fold's train/val/test split")
     verb("backbone", cmd_backbone, "write a backbone's weights file (random init or a verified copy)")
+    verb("pretrain", cmd_pretrain, "pretrain a small backbone contrastively on a synthetic captioned corpus")
     verb("embed", cmd_embed, "cache frozen image features and rank-prompt text features")
     verb("train", cmd_train, "train (or fit) one run")
     verb("evaluate", cmd_evaluate, "metrics.json, predictions.csv and curves.csv of one run")

@@ -6,7 +6,8 @@ date. Each job becomes a DVC stage with the job's own command (``python -m ordcl
 JSON --code HASH``), its input files and the ordclip source files it runs as dependencies, and its
 output files as outputs. The stages go to generated files:
 
-- ``lineage/data/dvc.yaml``: the data steps shared by all suites (generate, fetch, prepare, backbone);
+- ``lineage/data/dvc.yaml``: the data steps shared by all suites (generate, fetch, prepare, backbone,
+  pretrain);
 - ``lineage/<suite>/dvc.yaml``: a suite's steps (split, embed, train, evaluate, cell, table), its
   ``metrics`` (each table's ``.metrics.json``) and ``plots`` (confusion matrices and curves per run).
 
@@ -32,7 +33,7 @@ from ordclip.errors import OrdclipError
 
 LINEAGE = "lineage"
 DATA_SUITE = "data"  # data steps are shared by every suite; no suite may take this name
-DATA_RULES = ("generate", "fetch", "prepare", "backbone")
+DATA_RULES = ("generate", "fetch", "prepare", "backbone", "pretrain")
 SUITE_RULES = ("split", "embed", "train", "evaluate", "cell", "table")
 
 

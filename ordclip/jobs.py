@@ -31,6 +31,7 @@ VERBS: dict[str, dict[str, tuple[str, ...]]] = {
     "prepare": {"modules": ("ordclip.data.prepare",), "data": ()},
     "split": {"modules": ("ordclip.data.splits",), "data": ()},
     "backbone": {"modules": ("ordclip.models.backbone",), "data": ("models/configs",)},
+    "pretrain": {"modules": ("ordclip.pretrain",), "data": ("models/configs",)},
     "embed": {"modules": ("ordclip.embed",), "data": ("models/configs",)},
     "train": {"modules": ("ordclip.train",), "data": ("models/configs",)},
     "evaluate": {"modules": ("ordclip.evaluate",), "data": ()},
@@ -42,7 +43,8 @@ VERBS: dict[str, dict[str, tuple[str, ...]]] = {
 # the keys of each verb's jobs: the wildcards of its Snakemake rule, the options of its CLI verb
 KEYS = {
     "generate": ("dataset",), "fetch": ("dataset",), "prepare": ("dataset", "size"),
-    "split": ("suite", "dataset", "fold"), "backbone": ("backbone",), "embed": ("suite", "dataset"),
+    "split": ("suite", "dataset", "fold"), "backbone": ("backbone",), "pretrain": ("backbone",),
+    "embed": ("suite", "dataset"),
     "train": ("suite", "dataset", "method", "fold"), "evaluate": ("suite", "dataset", "method", "fold"),
     "cell": ("suite", "dataset", "method"), "table": ("suite", "name"),
 }
@@ -52,7 +54,7 @@ def job_config(params: Mapping, verb: str, **keys: Any) -> dict:
     """The resolved configuration one job of ``verb`` uses, and nothing else.
 
     keys: generate/fetch ``dataset``; prepare ``dataset, size``; split ``suite, dataset, fold``;
-    backbone ``backbone``; embed ``suite, dataset``; train/evaluate ``suite, dataset, method, fold``;
+    backbone/pretrain ``backbone``; embed ``suite, dataset``; train/evaluate ``suite, dataset, method, fold``;
     cell ``suite, dataset, method``; table ``suite, name``.
     """
     from ordclip import config as C
@@ -69,7 +71,7 @@ def job_config(params: Mapping, verb: str, **keys: Any) -> dict:
         bb = C.backbone_config(params, C.suite_config(params, suite)["backbone"])
         return {"suite": suite, "dataset": dataset, "data": C.dataset_config(params, dataset)["data"],
                 "resize": bb["resize"], "fold": int(keys["fold"]), "split": C.split_config(params, suite, dataset)}
-    if verb == "backbone":
+    if verb in ("backbone", "pretrain"):
         return {"backbone": C.backbone_config(params, keys["backbone"])}
     if verb == "embed":
         s = C.suite_config(params, keys["suite"])

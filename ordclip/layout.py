@@ -83,3 +83,12 @@ CELL_FIGURES = ("confusion", "mae_per_rank", "pred_vs_true", "curves")
 def cell_figure(suite: str, dataset: str, method: str, name: str) -> str:
     """A report figure of a cell: results/{suite}/cells/{dataset}/{method}/{name}.png."""
     return f"{RESULTS}/{suite}/cells/{dataset}/{method}/{name}.png"
+
+
+def pretrain_dir(backbone: str) -> str:
+    """A pretrained backbone's records beside its weights: log.jsonl, samples.png, corpus.json."""
+    return f"{DATA}/pretrain/{backbone}"
+
+
+def pretrain_file(backbone: str, name: str) -> str:
+    return f"{pretrain_dir(backbone)}/{name}"

@@ -24,12 +24,15 @@ def in_tmp(tmp_path: Path, monkeypatch) -> Path:
 
 def prepare_fading(root: Path, extra_params: str, *extra_verbs: list[str]) -> list[str]:
     """In ``root``: write ``extra_params`` (merged over params.yaml) and run the CLI steps before
-    training on the fading set: generate, prepare (36 px), split fold 0, the tiny backbone, then
-    ``extra_verbs``. Returns the params files."""
+    training on the fading set: generate, prepare (36 px), split fold 0, the tiny backbone (random:
+    the demo suite is switched to it), then ``extra_verbs``. Returns the params files."""
     from ordclip.cli import main
 
     (root / "small.yaml").write_text(extra_params)
-    files = [str(ROOT / "params.yaml"), str(root / "small.yaml")]
+    # the demo suite on the random `tiny` backbone: these tests exercise training, not the
+    # pretrained weights (whose pretraining takes minutes; tests/test_pretrain.py covers it)
+    (root / "random_backbone.yaml").write_text("suites: {demo: {backbone: tiny}}\n")
+    files = [str(ROOT / "params.yaml"), str(root / "small.yaml"), str(root / "random_backbone.yaml")]
     args = [a for f in files for a in ("--params", f)]
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)

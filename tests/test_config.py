@@ -77,7 +77,7 @@ def test_later_files_and_set_override(tmp_path):
     extra.write_text("suites: {demo: {folds: 2}}\n")
     params = load_params([ROOT / "params.yaml", extra], {"seed": 5})
     assert params["suites"]["demo"]["folds"] == 2 and params["seed"] == 5
-    assert params["suites"]["demo"]["backbone"] == "tiny"
+    assert params["suites"]["demo"]["backbone"] == "tiny_pretrained"
 
 
 def test_cli_reports_config_errors_in_one_line(tmp_path):

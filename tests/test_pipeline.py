@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 
 REDUCED = """
+backbones:
+  tiny_pretrained: {weights: {pretrain: {steps: 3, batch_size: 16, warmup: 1, corpus: {images: 64}}}}
 datasets:
   counting: {per_rank: 8}
   fading: {per_rank: 10}
@@ -123,3 +125,5 @@ def test_reduced_demo_suite(repo_copy):
         assert (repo_copy / f"results/demo/cells/blur/zeroshot/{figure}.png").read_bytes()[:4] == b"\x89PNG"
     assert html.count("Confusion matrix of <strong>coop</strong> on <strong>counting</strong>") == 1
     assert "Training curves of <strong>zeroshot</strong>" in html and "table1.md" in html
+    for figure in ("samples", "curve"):  # the pretrained backbone's figures
+        assert f"data/pretrain/tiny_pretrained/{figure}.png" in html

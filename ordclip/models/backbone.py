@@ -109,6 +109,9 @@ def write_weights(cfg: dict, out: str | Path) -> None:
     from ordclip.io import sha256_file
 
     weights = cfg["weights"]
+    if "pretrain" in weights:
+        raise ConfigError(f"backbones.{cfg['name']}: its weights are pretrained by `python -m ordclip pretrain` "
+                          "(rule pretrain), not written by the backbone verb")
     if "init_seed" in weights:
         init_weights(cfg, out)
         return

@@ -83,6 +83,8 @@ rule split:
 rule backbone:
     output:
         L.backbone_weights("{backbone}"),
+    wildcard_constraints:  # pretrained backbones are written by rule pretrain (workflow/rules/pretrain.smk)
+        backbone="|".join(n for n, b in config["backbones"].items() if "pretrain" not in b["weights"]) or "^$",
     params:
         **job_params("backbone"),
     conda:
