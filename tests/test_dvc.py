@@ -28,6 +28,7 @@ datasets:
   fading: {per_rank: 8}
 suites:
   demo:
+    backbone: tiny          # the random backbone: no pretraining in these tests
     datasets: [fading]
     methods: [zeroshot, coop]
     folds: 2

@@ -40,6 +40,7 @@ SMALL = """
 datasets: {fading: {per_rank: 12}}
 suites:
   demo:
+    backbone: tiny          # the random backbone, as prepare_fading's reference runs (no pretraining)
     datasets: [fading]
     folds: 1
     checkpoint_minutes: 0   # resume.pt after every epoch: these tests kill around each checkpoint write

@@ -69,6 +69,7 @@ datasets:
   fading: {per_rank: 30}
 suites:
   demo:
+    backbone: tiny          # the random backbone: no pretraining in this test
     datasets: [fading]
     methods: [zeroshot, coop]
     folds: 2
