@@ -50,6 +50,14 @@ def _load_json(path: Path, problems: list[dict]) -> dict | None:
     return None
 
 
+def _dvc_problems(paths: list[Path], lock: dict | None, problems: list[dict]) -> None:
+    """A problem for each file whose md5 differs from its dvc.lock entry, or that is missing."""
+    hashes = {str(p): digests(p) for p in paths if p.is_file()}
+    for check in _dvc_check(paths, lock, hashes):
+        if check["status"] in ("differs", "missing"):
+            problems.append({"file": check["path"], "what": f"{check['status']} from dvc.lock ({check['stage']})"})
+
+
 def _reload(record: dict, run_dir: Path) -> str | None:
     """None if model.pt reproduces the test outputs recorded for its candidate, else what differs."""
     import contextlib
@@ -100,11 +108,7 @@ def audit_run(run_dir: Path, lock: dict | None, reload: bool, problems: list[dic
             elif "sha256" in entry and sha256_file(path) != entry["sha256"]:
                 problems.append({"file": str(path), "what": f"sha256 differs from the one {run_dir}/run.json records "
                                                             f"for {group[:-1]} {key!r}"})
-    files = [run_dir / name for name in RUN_FILES]
-    hashes = {str(p): digests(p) for p in files if p.is_file()}
-    for check in _dvc_check(files, lock, hashes):
-        if check["status"] in ("differs", "missing"):
-            problems.append({"file": check["path"], "what": f"{check['status']} from dvc.lock ({check['stage']})"})
+    _dvc_problems([run_dir / name for name in RUN_FILES], lock, problems)
     try:
         with np.load(run_dir / "outputs.npz") as npz:
             again = metrics_of(record["config"], record["fold"], npz)[0]
@@ -128,10 +132,7 @@ def audit_cell(cell_path: Path, lock: dict | None, sample: int, problems: list[d
     cell = _load_json(cell_path, problems)
     if cell is None:
         return None
-    hashes = {str(cell_path): digests(cell_path)}
-    for check in _dvc_check([cell_path], lock, hashes):
-        if check["status"] in ("differs", "missing"):
-            problems.append({"file": check["path"], "what": f"{check['status']} from dvc.lock ({check['stage']})"})
+    _dvc_problems([cell_path], lock, problems)
     runs = []
     for i, k in enumerate(cell["folds"]):
         run_dir = Path(layout.run_dir(cell["suite"], cell["dataset"], cell["method"], k))
@@ -174,10 +175,7 @@ def audit(target: str | Path, params: Mapping | None, sample: int = 1, root: str
             b = df.sort_values(["dataset", "method", "metric"]).reset_index(drop=True)
             if len(a) != len(b) or not all(_same(x, y) for x, y in zip(a.to_dict("records"), b.to_dict("records"))):
                 problems.append({"file": str(target), "what": "differs from the table rebuilt from its cells"})
-        hashes = {str(target): digests(target)}
-        for check in _dvc_check([target], lock, hashes):
-            if check["status"] in ("differs", "missing"):
-                problems.append({"file": check["path"], "what": f"{check['status']} from dvc.lock ({check['stage']})"})
+        _dvc_problems([target], lock, problems)
         checked["tables"] = 1
         checked["runs"] = sum(len(json.loads(Path(c).read_text())["folds"]) for c in cells if Path(c).is_file())
     elif not target.exists():
