@@ -157,6 +157,12 @@ def test_numclip_reports_the_regressor_for_age_and_the_bin_logits_for_five_level
         aes = run_config(PARAMS, "paper", f"aesthetics_{cat}", "numclip")["method"]
         assert (aes["select_on"], aes["report"]) == ("mae_max", {"mae": "exp", "acc": "max"})
         assert aes["lr"]["context"] == 1e-5 and aes["epochs"] == 100   # tune-ctx-rank.yaml
+    # the demo's 5-level sets follow the same rule (suites.demo.dataset_overrides); counting is not 5-level
+    for five_level in ("fading", "blur"):
+        demo = run_config(PARAMS, "demo", five_level, "numclip")["method"]
+        assert (demo["select_on"], demo["report"]) == ("mae_max", {"mae": "exp", "acc": "max"})
+    counting = run_config(PARAMS, "demo", "counting", "numclip")["method"]
+    assert (counting["select_on"], counting["report"]) == ("mae_value", {"mae": "value", "acc": "value"})
 
 
 def test_numclip_predicts_value_bins_and_logits_where_bins_are_ranks():
