@@ -163,11 +163,12 @@ def audit(target: str | Path, params: Mapping | None, sample: int = 1, root: str
             audit_cell(Path(path), lock, sample, problems)
         checked["cells"] = len(cells)
         df = pd.read_csv(target)
-        suite = df["suite"].iloc[0]
+        suites = list(dict.fromkeys(df["suite"]))  # results/<suite>/<name>.csv; a study table shows several
+        suite = target.parent.name if target.parent.name in (params.get("suites") or {}) else suites[0]
         overall = ((params.get("suites") or {}).get(suite) or {}).get("overall") or {}
         datasets = [d for d in dict.fromkeys(df["dataset"]) if d not in overall]
         try:
-            again = read_cells(suite, datasets, list(dict.fromkeys(df["method"])), overall)
+            again = read_cells(suite, datasets, list(dict.fromkeys(df["method"])), overall, suites)
         except Exception as exc:  # a missing or broken cell is already a problem above
             problems.append({"file": str(target), "what": f"cannot be rebuilt from its cells: {exc}"})
         else:

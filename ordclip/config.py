@@ -195,11 +195,16 @@ def check(params: Mapping) -> None:
             for i, d in enumerate(members):
                 if d not in suite.get("datasets", []):
                     problems.append(f"{where}.overall.{group}[{i}]: {d!r} is not in {where}.datasets")
-        for table in ("ablations", "fewshot"):
+        specs = [(table, suite.get(table)) for table in ("ablations", "fewshot")]
+        specs += [(f"tables.{t}", spec) for t, spec in (suite.get("tables") or {}).items()]
+        for table, spec in specs:
             for key in ("datasets", "methods"):
-                for i, name in enumerate((suite.get(table) or {}).get(key, [])):
+                for i, name in enumerate((spec or {}).get(key, [])):
                     if name not in params.get(key, {}):
                         problems.append(f"{where}.{table}.{key}[{i}]: unknown {key[:-1]} {name!r}")
+            for i, other in enumerate((spec or {}).get("suites") or []):
+                if other not in params.get("suites", {}):
+                    problems.append(f"{where}.{table}.suites[{i}]: unknown suite {other!r}")
         overrides = [(f"{where}.overrides", suite.get("overrides") or {})]
         for d, per_method in (suite.get("dataset_overrides") or {}).items():
             if d not in params.get("datasets", {}):
@@ -259,34 +264,71 @@ def _unknown_keys(base: Mapping, over: Mapping, where: str) -> list[str]:
     return out
 
 
+TABLE_TITLES = {"table1": "Table 1: methods × datasets", "table2": "Table 2: few-shot (k training images per rank)",
+                "table3": "Table 3: ablations"}
+TABLE_METRICS = ["mae", "acc"]  # a table's columns per dataset unless its spec lists `metrics`
+
+
+def variant_datasets(spec: Mapping) -> list[str]:
+    """The datasets of a table spec with its variants expanded: each dataset at each number of
+    ``shots`` (``<d>-<k>shot``), or at each ``shift`` setting (``<d>-top<c>keep<p>``), else as is."""
+    if spec.get("shots"):
+        return [fewshot_name(d, k) for d in spec["datasets"] for k in spec["shots"]]
+    if spec.get("shift"):
+        sh = spec["shift"]
+        return [shift_name(d, c, p) for d in spec["datasets"] for c in sh["top_classes"] for p in sh["keep_percent"]]
+    return list(spec["datasets"])
+
+
 def fewshot_datasets(suite: Mapping) -> list[str]:
     """The few-shot variants of table 2: each few-shot dataset at each number of shots."""
-    fs = suite.get("fewshot") or {}
-    return [fewshot_name(d, k) for d in fs.get("datasets", []) for k in fs.get("shots", [])]
+    return variant_datasets(suite["fewshot"]) if suite.get("fewshot") else []
 
 
-def suite_members(suite: Mapping, key: str) -> list[str]:
-    """The suite's datasets or methods: those of table 1, then those only in its ablations or
-    its few-shot table."""
-    extra = fewshot_datasets(suite) if key == "datasets" else (suite.get("fewshot") or {}).get(key, [])
-    return list(dict.fromkeys([*suite.get(key, []), *(suite.get("ablations") or {}).get(key, []), *extra]))
+def _own_specs(suite: Mapping) -> list[Mapping]:
+    """The suite's table specs whose cells are the suite's own (table2, table3, and every
+    ``tables`` entry that does not take its cells from other suites or lists this one)."""
+    specs = [spec for spec in (suite.get("fewshot"), suite.get("ablations")) if spec]
+    return specs + [spec for spec in (suite.get("tables") or {}).values() if not spec.get("suites")]
+
+
+def suite_members(suite: Mapping, key: str, name: str | None = None, params: Mapping | None = None) -> list[str]:
+    """The suite's datasets or methods: those of table 1, then those only in its other tables
+    (ablations, few-shot, ``tables``), then those of tables of other suites (``params``) that take
+    cells from this one (``name``), e.g. a backbone study."""
+    specs = list(_own_specs(suite))
+    for other in ((params or {}).get("suites") or {}).values():
+        specs += [spec for spec in (other.get("tables") or {}).values() if name in (spec.get("suites") or [])]
+    extra = [x for spec in specs for x in (variant_datasets(spec) if key == "datasets" else spec[key])]
+    return list(dict.fromkeys([*suite.get(key, []), *extra]))
+
+
+def table_spec(params: Mapping, suite: str, name: str) -> dict:
+    """What a table of a suite shows: {title, datasets (variants expanded), methods, suites (whose
+    cells it reads: this suite, or a backbone study's), metrics}. table1: the suite's datasets ×
+    methods; table2: its ``fewshot``; table3: its ``ablations``; any other: ``tables.<name>``."""
+    s = suite_config(params, suite)
+    if name == "table1":
+        spec = {"datasets": s["datasets"], "methods": s["methods"]}
+    elif name in ("table2", "table3"):
+        key = "fewshot" if name == "table2" else "ablations"
+        if not s.get(key):
+            raise ConfigError(f"suites.{suite}.{key}: not set, so this suite has no {name}")
+        spec = s[key]
+    elif name in (s.get("tables") or {}):
+        spec = s["tables"][name]
+    else:
+        raise ConfigError(f"suites.{suite}: no table {name!r} (table1, table2, table3 or one of suites.{suite}.tables: "
+                          f"{sorted(s.get('tables') or {})})")
+    return {"title": spec.get("title", TABLE_TITLES.get(name, name)), "datasets": variant_datasets(spec),
+            "methods": list(spec["methods"]), "suites": list(spec.get("suites") or [suite]),
+            "metrics": list(spec.get("metrics") or TABLE_METRICS)}
 
 
 def table_grid(params: dict, suite: str, name: str) -> tuple[list[str], list[str]]:
-    """(datasets, methods) of a table: table1 from the suite, table2 from its few-shot settings,
-    table3 from its ablations."""
-    s = suite_config(params, suite)
-    if name == "table1":
-        return s["datasets"], s["methods"]
-    if name == "table2":
-        if not s.get("fewshot"):
-            raise ConfigError(f"suites.{suite}.fewshot: not set, so this suite has no table2")
-        return fewshot_datasets(s), s["fewshot"]["methods"]
-    if name == "table3":
-        if not s.get("ablations"):
-            raise ConfigError(f"suites.{suite}.ablations: not set, so this suite has no table3")
-        return s["ablations"]["datasets"], s["ablations"]["methods"]
-    raise ConfigError(f"unknown table {name!r} (table1 | table2 | table3)")
+    """(datasets, methods) of a table (see :func:`table_spec`)."""
+    spec = table_spec(params, suite, name)
+    return spec["datasets"], spec["methods"]
 
 
 def suite_config(params: Mapping, suite: str) -> dict:
@@ -311,6 +353,7 @@ CSV_DEFAULTS = {
 
 
 FEWSHOT = re.compile(r"^(?P<base>[A-Za-z0-9][A-Za-z0-9_]*)-(?P<shots>[1-9][0-9]*)shot$")
+SHIFT = re.compile(r"^(?P<base>[A-Za-z0-9][A-Za-z0-9_]*)-top(?P<top>[1-9][0-9]*)keep(?P<keep>[1-9][0-9]?)$")
 
 
 def fewshot_name(dataset: str, shots: int) -> str:
@@ -318,13 +361,23 @@ def fewshot_name(dataset: str, shots: int) -> str:
     return f"{dataset}-{shots}shot"
 
 
+def shift_name(dataset: str, top_classes: int, keep_percent: int) -> str:
+    """The label-distribution-shift variant of a dataset: its images, its folds' train parts keeping
+    ``keep_percent`` % of the images of their ``top_classes`` most frequent ranks."""
+    return f"{dataset}-top{top_classes}keep{keep_percent}"
+
+
 def dataset_config(params: Mapping, name: str) -> dict:
     """A dataset's entry, with the defaults of its kind filled in. ``data`` names the dataset whose
-    images it uses: itself, or for a few-shot variant ``<base>-<k>shot`` the base (and ``shots`` is k)."""
+    images it uses: itself, or the base of a variant: few-shot ``<base>-<k>shot`` (``shots`` is k) or
+    label-distribution shift ``<base>-top<c>keep<p>`` (``shift`` is {top_classes: c, keep_percent: p})."""
     extra: dict = {"data": name}
-    match = FEWSHOT.match(name)
-    if name not in params.get("datasets", {}) and match:
-        name_, extra = match["base"], {"data": match["base"], "shots": int(match["shots"])}
+    fewshot, shift = FEWSHOT.match(name), SHIFT.match(name)
+    if name not in params.get("datasets", {}) and fewshot:
+        name_, extra = fewshot["base"], {"data": fewshot["base"], "shots": int(fewshot["shots"])}
+    elif name not in params.get("datasets", {}) and shift:
+        name_, extra = shift["base"], {"data": shift["base"],
+                                       "shift": {"top_classes": int(shift["top"]), "keep_percent": int(shift["keep"])}}
     else:
         name_ = name
     try:
@@ -379,9 +432,9 @@ def method_config(params: Mapping, suite: str, name: str, dataset: str | None = 
 def run_config(params: Mapping, suite: str, dataset: str, method: str) -> dict:
     """Everything one (suite, dataset, method) run depends on, and nothing else."""
     s = suite_config(params, suite)
-    if dataset not in suite_members(s, "datasets"):
+    if dataset not in suite_members(s, "datasets", suite, params):
         raise ConfigError(f"suites.{suite}.datasets: {dataset!r} is not in this suite")
-    if method not in suite_members(s, "methods"):
+    if method not in suite_members(s, "methods", suite, params):
         raise ConfigError(f"suites.{suite}.methods: {method!r} is not in this suite")
     return {
         "suite": suite,
@@ -408,12 +461,13 @@ def n_folds(params: Mapping, suite: str, dataset: str) -> int:
 
 
 def split_config(params: Mapping, suite: str, dataset: str) -> dict:
-    """The protocol of a dataset's folds in a suite, with the run seed and, for a few-shot
-    variant, its number of shots per rank."""
+    """The protocol of a dataset's folds in a suite, with the run seed and, for a variant, its
+    number of shots per rank or its label-distribution shift."""
     ds = dataset_config(params, dataset)
     out = {"seed": params["seed"], **ds["split"], "folds": n_folds(params, suite, dataset)}
-    if "shots" in ds:
-        out["shots"] = ds["shots"]
+    for key in ("shots", "shift"):
+        if key in ds:
+            out[key] = ds[key]
     return out
 
 

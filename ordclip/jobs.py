@@ -88,16 +88,16 @@ def job_config(params: Mapping, verb: str, **keys: Any) -> dict:
         return {"run": C.run_config(params, keys["suite"], keys["dataset"], keys["method"]),
                 "folds": list(range(C.n_folds(params, keys["suite"], keys["dataset"])))}
     if verb == "table":
-        s = C.suite_config(params, keys["suite"])
-        datasets, methods = C.table_grid(params, keys["suite"], keys["name"])
+        spec = C.table_spec(params, keys["suite"], keys["name"])
         spaces = {}
-        for d in datasets:
+        for d in spec["datasets"]:
             ds = C.dataset_config(params, d)
             if ds.get("rank_spaces") and ds.get("ranks"):
                 spaces[d] = {m: C.apply_rank_space(ds, C.method_config(params, keys["suite"], m, d)["kind"])["ranks"]
-                             for m in methods}
-        return {"suite": keys["suite"], "name": keys["name"], "backbone": s["backbone"],
-                "datasets": datasets, "methods": methods, "overall": s.get("overall") or {}, "rank_spaces": spaces}
+                             for m in spec["methods"]}
+        return {"suite": keys["suite"], "name": keys["name"], **spec,
+                "backbones": {s: C.suite_config(params, s)["backbone"] for s in spec["suites"]},
+                "overall": C.suite_config(params, keys["suite"]).get("overall") or {}, "rank_spaces": spaces}
     raise ConfigError(f"unknown verb {verb!r} (one of {sorted(VERBS)})")
 
 

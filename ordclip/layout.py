@@ -59,7 +59,8 @@ def log_file(suite: str, step: str, *parts: str | int) -> str:
     return f"logs/{suite}/{step}/" + "/".join(str(p) for p in parts) + ".log"
 
 
-TABLES = ("table1", "table2", "table3")
+TABLES = ("table1", "table2", "table3")  # also copied to results/ for the default suite
+TABLE_NAME = r"[A-Za-z][A-Za-z0-9_]*"  # those, and the names of suites.<suite>.tables
 
 
 def table_file(suite: str, name: str, ext: str) -> str:

@@ -84,18 +84,20 @@ def _overall(suite: str, group: str, members: list[str], method: str) -> dict:
 
 
 def read_cells(suite: str, datasets: list[str], methods: list[str],
-               overall: dict[str, list[str]] | None = None) -> pd.DataFrame:
+               overall: dict[str, list[str]] | None = None, suites: list[str] | None = None) -> pd.DataFrame:
     """The cells of a table in tidy long form: one row per cell and metric; then the overall rows
-    of each group of datasets (``suites.<s>.overall``) whose members are all in the table."""
+    of each group of datasets (``suites.<s>.overall``) whose members are all in the table. The
+    cells are the suite's own, or those of each of ``suites`` in turn (e.g. a backbone study)."""
     rows = []
     groups = {g: ds for g, ds in (overall or {}).items() if set(ds) <= set(datasets)}
-    for dataset in [*datasets, *groups]:
-        for method in methods:
-            cell = (_overall(suite, dataset, groups[dataset], method) if dataset in groups
-                    else _read_cell(suite, dataset, method))
-            for metric, m in cell["metrics"].items():
-                rows.append({"suite": suite, "dataset": dataset, "method": method, "metric": metric,
-                             "mean": m["mean"], "std": m["std"], "n_folds": cell["n_folds"]})
+    for s in suites or [suite]:
+        for dataset in [*datasets, *groups]:
+            for method in methods:
+                cell = (_overall(s, dataset, groups[dataset], method) if dataset in groups
+                        else _read_cell(s, dataset, method))
+                for metric, m in cell["metrics"].items():
+                    rows.append({"suite": s, "dataset": dataset, "method": method, "metric": metric,
+                                 "mean": m["mean"], "std": m["std"], "n_folds": cell["n_folds"]})
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
@@ -168,15 +170,32 @@ def _pm(mean: float | None, std: float | None, scale: float, digits: int) -> str
     return text + (f" ± {std * scale:.{digits}f}" if std is not None else "")
 
 
-def markdown(df: pd.DataFrame, methods: list[str], datasets: list[str]) -> str:
-    """The papers' wide layout: methods as rows, each dataset's MAE and Acc (%) as mean ± std."""
-    header = ["method"] + [f"{d} {m}" for d in datasets for m in ("MAE", "Acc (%)")]
+# a table column: its header, the scale of the mean (fractions as percent) and its digits
+COLUMNS = {"mae": ("MAE", 1, 2), "acc": ("Acc (%)", 100, 2), "one_off_acc": ("1-off Acc (%)", 100, 2),
+           "qwk": ("QWK", 1, 3), "ordinality": ("Ordinality (%)", 100, 2)}
+
+
+def markdown(df: pd.DataFrame, methods: list[str], datasets: list[str], metrics: list[str] | None = None,
+             suites: dict[str, str] | None = None) -> str:
+    """The papers' wide layout: methods as rows; per dataset (and, for a table over several
+    ``suites`` {suite: backbone}, per suite) its ``metrics`` (default MAE and Acc %) as mean ± std."""
+    metrics = metrics or ["mae", "acc"]
+    many = suites is not None and len(suites) > 1
+    columns = [(d, s) for d in datasets for s in (suites if many else [None])]
+    header = ["method"] + [f"{d}{f' ({s}: {suites[s]})' if s else ''} {COLUMNS[m][0]}" for d, s in columns
+                           for m in metrics]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method in methods:
         cells = [method]
-        for d in datasets:
-            for metric, scale, digits in (("mae", 1, 2), ("acc", 100, 2)):
-                row = df[(df.method == method) & (df.dataset == d) & (df.metric == metric)].iloc[0]
+        for d, s in columns:
+            for metric in metrics:
+                _, scale, digits = COLUMNS[metric]
+                found = df[(df.method == method) & (df.dataset == d) & (df.metric == metric)
+                           & ((df.suite == s) if s else True)]
+                if found.empty:
+                    raise ConfigError(f"cell {s or df.suite.iloc[0]}/{d}/{method} has no metric {metric!r} "
+                                      f"(its cell file predates that metric: rebuild the cell)")
+                row = found.iloc[0]
                 mean = None if pd.isna(row["mean"]) else row["mean"]
                 std = None if pd.isna(row["std"]) else row["std"]
                 cells.append(_pm(mean, std, scale, digits))
@@ -184,36 +203,57 @@ def markdown(df: pd.DataFrame, methods: list[str], datasets: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-TITLES = {"table1": "Table 1: methods × datasets", "table2": "Table 2: few-shot (k training images per rank)",
-          "table3": "Table 3: ablations"}
-
-
 def summary(df: pd.DataFrame) -> dict:
-    """DVC's metrics summary of a table: {dataset: {method: {metric: mean}}}."""
+    """DVC's metrics summary of a table: {dataset: {method: {metric: mean}}}, under the suite's
+    name first where the table shows several suites."""
     out: dict = {}
+    many = df["suite"].nunique() > 1
     for row in df.itertuples():
-        out.setdefault(row.dataset, {}).setdefault(row.method, {})[row.metric] = (
+        top = out.setdefault(row.suite, {}) if many else out
+        top.setdefault(row.dataset, {}).setdefault(row.method, {})[row.metric] = (
             None if pd.isna(row.mean) else float(row.mean))
     return out
+
+
+def variant_note(datasets: list[str]) -> str:
+    """What the variant datasets of a table are (few-shot, label-distribution shift)."""
+    from ordclip.config import FEWSHOT, SHIFT
+
+    notes = []
+    if any(FEWSHOT.match(d) for d in datasets):
+        notes.append("`<dataset>-<k>shot`: each fold's train part keeps k images per rank (OrdinalCLIP's few-shot "
+                     "sampling); val and test are the full dataset's.\n")
+    if any(SHIFT.match(d) for d in datasets):
+        notes.append("`<dataset>-top<c>keep<p>`: label-distribution shift; in each fold's train part the c ranks with "
+                     "the most images keep p % of them (OrdinalCLIP's `num_topk_scaled_class` c, `scale_factor` p/100; "
+                     "its table's column \"c-(100-p)\"); val and test are unchanged.\n")
+    return "".join(notes)
 
 
 def make_table(job: dict) -> None:
     """Write a suite's table (ordclip.jobs.job_config "table"): results/{suite}/{name}.csv (tidy
     long form), .md (the papers' wide layout) and .metrics.json (means, for `dvc metrics show`)."""
     suite, name, datasets, methods = job["suite"], job["name"], job["datasets"], job["methods"]
-    df = read_cells(suite, datasets, methods, job["overall"])
+    df = read_cells(suite, datasets, methods, job["overall"], job["suites"])
     datasets = list(dict.fromkeys(df["dataset"]))
+    body = markdown(df, methods, datasets, job["metrics"], job["backbones"])
     with atomic_path(layout.table_file(suite, name, "csv")) as tmp:
         df.to_csv(tmp, index=False)
     write_json(layout.table_file(suite, name, "metrics.json"), summary(df))
     folds = df.groupby("dataset", sort=False)["n_folds"].max()
     over = (f"{folds.iloc[0]} folds" if folds.nunique() == 1 else
             "the folds of each dataset (" + ", ".join(f"{d}: {n}" for d, n in folds.items()) + ")")
-    note = (f"Suite `{suite}` (backbone `{job['backbone']}`), mean ± sample std over {over}; test metrics of "
-            f"the checkpoint selected on validation. MAE in label units.\n")
+    backbones = job["backbones"]
+    where = (f"Suite `{suite}` (backbone `{backbones[suite]}`)" if list(backbones) == [suite] else
+             "Suites " + ", ".join(f"`{s}` (backbone `{b}`)" for s, b in backbones.items()))
+    note = (f"{where}, mean ± sample std over {over}; test metrics of the checkpoint selected on validation. "
+            f"MAE in label units.\n")
     groups = {g: m for g, m in job["overall"].items() if g in datasets}
     for g, members in groups.items():
         note += f"`{g}` is the mean of {', '.join(members)} (per fold, then over folds).\n"
-    note += rank_space_note(job["rank_spaces"])
-    write_text(layout.table_file(suite, name, "md"), f"# {TITLES[name]}\n\n{note}\n" + markdown(df, methods, datasets)
-               + comparison(df, published()))
+    note += variant_note(datasets) + rank_space_note(job["rank_spaces"])
+    if len(backbones) > 1:  # published numbers name no backbone we could match a suite to
+        compared = "\nPublished numbers are not shown: the papers' rows do not say which backbone made them.\n"
+    else:
+        compared = comparison(df, published())
+    write_text(layout.table_file(suite, name, "md"), f"# {job['title']}\n\n{note}\n{body}{compared}")

@@ -49,6 +49,18 @@ def test_repo_params_are_valid():
     (lambda p: p["suites"]["demo"]["fewshot"]["methods"].append("coop2"),
      r"suites\.demo\.fewshot\.methods\[3\]: unknown method 'coop2'"),
     (lambda p: p["datasets"].update(faces={"kind": "csv", "csv": "x.csv"}), r"datasets\.faces: 'image_root' is a required"),
+    (lambda p: p["suites"]["demo"]["tables"]["shift"]["methods"].append("coop3"),
+     r"suites\.demo\.tables\.shift\.methods\[3\]: unknown method 'coop3'"),
+    (lambda p: p["suites"]["demo"]["tables"]["backbones"]["suites"].append("demo_rnd"),
+     r"suites\.demo\.tables\.backbones\.suites\[2\]: unknown suite 'demo_rnd'"),
+    (lambda p: p["suites"]["demo"]["tables"]["shift"]["shift"].update(keep_percent=[100]),
+     r"suites\.demo\.tables\.shift\.shift\.keep_percent\[0\]: 100 is greater than the maximum of 99"),
+    (lambda p: p["suites"]["demo"]["tables"]["shift"].update(shots=[1]),
+     r"suites\.demo\.tables\.shift: .* should not be valid"),
+    (lambda p: p["suites"]["demo"]["tables"].update(table2={"title": "t", "datasets": ["blur"], "methods": ["coop"]}),
+     r"suites\.demo\.tables: 'table2' should not be valid"),
+    (lambda p: p["suites"]["demo"]["tables"]["shift"].update(metrics=["mse"]),
+     r"suites\.demo\.tables\.shift\.metrics\[0\]: 'mse' is not one of"),
 ])
 def test_bad_params_name_the_key(tmp_path, edit, message):
     with pytest.raises(ConfigError, match=message):
@@ -87,3 +99,33 @@ def test_cli_reports_config_errors_in_one_line(tmp_path):
     assert proc.returncode == 2
     assert "methods.coop.optimizer: 'lion' is not one of" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_table_specs_expand_variants_and_take_cells_from_their_suites():
+    from ordclip.config import table_spec
+
+    params = load_params([ROOT / "params.yaml"])
+    shift = table_spec(params, "paper", "shift")
+    assert shift["datasets"][:3] == ["morph2-top10keep20", "morph2-top10keep10", "morph2-top20keep20"]
+    assert len(shift["datasets"]) == 8 and shift["suites"] == ["paper"] and shift["metrics"] == ["mae", "acc"]
+    assert run_config(params, "paper", "morph2-top40keep10", "baseline")["dataset"]["shift"] == {
+        "top_classes": 40, "keep_percent": 10}
+    more = table_spec(params, "paper", "fewshot_more")
+    assert "hci-64shot" in more["datasets"] and "aesthetics_urban-1shot" in more["datasets"]
+    study = table_spec(params, "demo", "backbones")
+    assert study["suites"] == ["demo_random", "demo"]
+    assert table_spec(params, "demo", "table2")["datasets"] == ["counting-1shot", "counting-4shot", "counting-16shot"]
+    with pytest.raises(ConfigError, match=r"suites\.demo: no table 'shfit' \(table1, table2, table3 or one of "
+                                          r"suites\.demo\.tables: \['backbones', "):
+        table_spec(params, "demo", "shfit")
+    # a suite whose cells a study table of another suite reads runs that table's datasets and methods
+    extra = {"suites": {"mine": {"backbone": "tiny", "datasets": ["blur"], "methods": ["zeroshot"], "folds": 2},
+                        "demo": {"tables": {"study": {"title": "t", "datasets": ["fading"], "methods": ["coop"],
+                                                      "suites": ["mine", "demo"]}}}}}
+    from ordclip.config import deep_merge
+
+    mine = load_params([ROOT / "params.yaml"], extra)
+    assert run_config(mine, "mine", "fading", "coop")["backbone"]["name"] == "tiny"
+    with pytest.raises(ConfigError, match="'fading' is not in this suite"):
+        run_config(deep_merge(mine, {"suites": {"demo": {"tables": {"study": {"suites": ["demo"]}}}}}),
+                   "mine", "fading", "coop")

@@ -122,3 +122,44 @@ def test_split_file_roundtrip(tmp_path):
     parts = read_split(tmp_path / "fold0.csv")
     assert [len(parts[p]) for p in ("train", "val", "test")] == [10, 4, 6]
     assert not set(parts["train"]) & set(parts["test"])
+
+
+def test_distribution_shift_thins_the_most_frequent_train_ranks():
+    from ordclip.data.splits import distribution_shift
+
+    # train counts per rank 0..4: 30, 50, 10, 50, 20; val and test images of every rank
+    counts = [30, 50, 10, 50, 20]
+    ranks = np.concatenate([np.repeat(np.arange(5), counts), np.arange(5), np.arange(5)])
+    split = np.array(["train"] * sum(counts) + ["val"] * 5 + ["test"] * 5, dtype=object)
+    out = distribution_shift(split, ranks, top_classes=3, keep_percent=20, seed=0)
+    kept = [int(((out == "train") & (ranks == r)).sum()) for r in range(5)]
+    # the 3 most frequent: ranks 1 and 3 (50 each; a tie keeps ascending rank), then rank 0 (30):
+    # int(n * 0.2) of each, as the official code's scale_factor 0.2; ranks 2 and 4 untouched
+    assert kept == [6, 10, 10, 10, 20]
+    assert (out[split != "train"] == split[split != "train"]).all()
+    assert (out[(out != split)] == "").all()  # thinned images leave the fold, never change part
+    assert (out == distribution_shift(split, ranks, 3, 20, 0)).all()
+    assert (out != distribution_shift(split, ranks, 3, 20, 1)).any()
+    # at least one image is kept (max(int(n * f), 1)), and 10 % is the official scale_factor 0.1
+    small = np.array(["train"] * 4 + ["train"] * 40, dtype=object)
+    thin = distribution_shift(small, np.repeat([0, 1], [4, 40]), top_classes=2, keep_percent=10, seed=0)
+    assert [(thin[:4] == "train").sum(), (thin[4:] == "train").sum()] == [1, 4]
+
+
+def test_a_shift_variant_split_is_written_from_its_name(tmp_path):
+    from ordclip.config import load_params, split_config
+    from conftest import ROOT
+
+    params = load_params([ROOT / "params.yaml"])
+    cfg = split_config(params, "demo", "counting-top2keep20")
+    assert cfg["shift"] == {"top_classes": 2, "keep_percent": 20} and cfg["protocol"] == "stratified"
+    with open(tmp_path / "index.csv", "w") as f:
+        f.write("index,path,label,rank\n" + "".join(f"{i},p{i},{i % 4},{i % 4}\n" for i in range(200)))
+    write_split(tmp_path / "index.csv", 0, cfg, tmp_path / "fold0.csv")
+    full = {"protocol": "stratified", "seed": 0, "train": 0.6, "val": 0.15, "test": 0.25}
+    write_split(tmp_path / "index.csv", 0, full, tmp_path / "full.csv")
+    shifted, base = read_split(tmp_path / "fold0.csv"), read_split(tmp_path / "full.csv")
+    train_ranks = np.arange(200)[shifted["train"]] % 4
+    assert [int((train_ranks == r).sum()) for r in range(4)] == [6, 6, 30, 30]  # 30 each before; ranks 0, 1 thinned
+    assert set(shifted["train"]) < set(base["train"])
+    assert (shifted["test"] == base["test"]).all() and (shifted["val"] == base["val"]).all()

@@ -23,7 +23,12 @@ suites:
     folds: 2
     ablations: {datasets: [counting], methods: [l2rclip_single_stage, numclip_plain_ce, ordinalclip_m1]}
     fewshot: {datasets: [counting], methods: [linear_probe, coop], shots: [1, 2]}
+    tables:
+      shift: {methods: [baseline, ordinalclip], shift: {top_classes: [2], keep_percent: [20]}}
+      fewshot_levels: {datasets: [fading], methods: [linear_probe, numclip], shots: [1]}
+      backbones: {methods: [zeroshot, coop]}
     overrides:
+      baseline: {epochs: 2}
       coop: {epochs: 2}
       ordinalclip: {epochs: 2}
       ordinalclip_m1: {epochs: 2}
@@ -31,7 +36,9 @@ suites:
       l2rclip_single_stage: {stage1: {epochs: 1}, stage2: {epochs: 1}}
       numclip: {epochs: 2}
       numclip_plain_ce: {epochs: 2}
+  demo_random: {folds: 2, overrides: {coop: {epochs: 2}}}
 """
+MORE_TABLES = ("shift", "fewshot_levels", "backbones")
 METHODS = {"zeroshot", "linear_probe", "coop", "ordinalclip", "l2rclip", "numclip"}
 
 
@@ -59,6 +66,23 @@ def test_dry_run_plans_every_cell(repo_copy):
     assert counts["cell"] == "12" and counts["table"] == "1"
 
 
+def test_paper_suite_plans_every_table_without_data(repo_copy):
+    """`snakemake -n` plans every table of the paper suite (table1-3 and suites.paper.tables) with
+    no data or weights present."""
+    from ordclip.config import load_params, n_folds, table_spec
+
+    params = load_params([repo_copy / "params.yaml"], {"suite": "paper"})
+    names = ["table1", "table2", "table3", *params["suites"]["paper"]["tables"]]
+    cells = {(s, d, m) for name in names for spec in [table_spec(params, "paper", name)]
+             for s in spec["suites"] for d in spec["datasets"] for m in spec["methods"]}
+    runs = sum(n_folds(params, s, d) for s, d, m in cells)
+    proc = _snakemake(repo_copy, "-n", *(f"results/paper/{n}.csv" for n in names), "--config", "suite=paper")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout + proc.stderr, flags=re.M))
+    assert int(counts["cell"]) == len(cells) and int(counts["train"]) == runs
+    assert counts["table"] == str(len(names))
+
+
 def test_paper_suite_plans_every_cell_without_data(repo_copy):
     """`snakemake -n --config suite=paper` plans table1 and table2 with no data or weights present."""
     from ordclip.config import fewshot_datasets, load_params, n_folds
@@ -80,7 +104,8 @@ def test_paper_suite_plans_every_cell_without_data(repo_copy):
 @pytest.mark.slow
 def test_reduced_demo_suite(repo_copy):
     (repo_copy / "reduced.yaml").write_text(REDUCED)
-    args = ("results/table1.csv", "results/table2.csv", "results/table3.csv", "--cores", "2",
+    args = ("results/table1.csv", "results/table2.csv", "results/table3.csv",
+            *(f"results/demo/{name}.csv" for name in MORE_TABLES), "--cores", "2",
             "--configfile", "reduced.yaml")  # --configfile takes several values: targets first
     proc = _snakemake(repo_copy, *args)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -114,6 +139,21 @@ def test_reduced_demo_suite(repo_copy):
     assert set(table2.dataset) == {"counting-1shot", "counting-2shot"} and set(table2.method) == {"linear_probe", "coop"}
     split = pd.read_csv(repo_copy / "results/demo/splits/counting-2shot/fold1.csv")
     assert (split.split == "train").sum() == 2 * 10 and (split.split == "test").sum() == 10 * 2
+    shift = pd.read_csv(repo_copy / "results/demo/shift.csv")
+    assert set(shift.dataset) == {"counting-top2keep20"} and set(shift.method) == {"baseline", "ordinalclip"}
+    split = pd.read_csv(repo_copy / "results/demo/splits/counting-top2keep20/fold0.csv")
+    labels = pd.read_csv(repo_copy / "data/prepared/counting/36px/index.csv")
+    train = labels.loc[split[split.split == "train"]["index"], "label"].value_counts().sort_index()
+    full = pd.read_csv(repo_copy / "results/demo/splits/counting/fold0.csv")
+    assert len(split[split.split == "test"]) == len(full[full.split == "test"])
+    # 8 images per rank, 60 % train: 5 per rank; ranks 1 and 2 (a tie: the lowest) keep max(int(5 * 0.2), 1) = 1
+    assert list(train) == [1, 1] + [5] * 8
+    levels = pd.read_csv(repo_copy / "results/demo/fewshot_levels.csv")
+    assert set(levels.dataset) == {"fading-1shot"} and levels[levels.metric == "mae"]["mean"].map(math.isfinite).all()
+    study = pd.read_csv(repo_copy / "results/demo/backbones.csv")
+    assert list(dict.fromkeys(study.suite)) == ["demo_random", "demo"] and set(study.dataset) == {"counting"}
+    assert "(demo_random: tiny) MAE" in (repo_copy / "results/demo/backbones.md").read_text()
+    assert "epoch 2/2" in (repo_copy / "logs/demo_random/train/counting/coop/fold1.log").read_text()
     again = _snakemake(repo_copy, *args)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
     report = _snakemake(repo_copy, "results/table1.csv", "--report", "results/report.html",

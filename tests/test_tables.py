@@ -70,12 +70,12 @@ def test_every_published_number_has_a_cell_of_the_paper_suite():
 
     params = load_params([ROOT / "params.yaml"])
     cells = set()
-    for name in ("table1", "table2", "table3"):
+    for name in ("table1", "table2", "table3", *params["suites"]["paper"]["tables"]):
         datasets, methods = table_grid(params, "paper", name)
         groups = [g for g, ds in params["suites"]["paper"]["overall"].items() if set(ds) <= set(datasets)]
         cells |= {(d, m) for d in [*datasets, *groups] for m in methods}
     entries = published()
-    assert len(entries) == 89
+    assert len(entries) == 113
     assert [(e["dataset"], e["method"]) for e in entries if (e["dataset"], e["method"]) not in cells] == []
     by_key = {(e["dataset"], e["method"], e["metric"]): e for e in entries}
     ordinalclip = by_key[("morph2", "ordinalclip", "mae")]
@@ -83,6 +83,8 @@ def test_every_published_number_has_a_cell_of_the_paper_suite():
     assert by_key[("adience", "coop", "acc")]["std"] == 5.5
     assert by_key[("aesthetics", "ordinalclip", "acc")]["value"] == 73.05
     assert by_key[("morph2-64shot", "baseline", "mae")]["value"] == 2.84
+    assert by_key[("morph2-top20keep10", "ordinalclip", "mae")]["value"] == 3.06  # column "20-90"
+    assert by_key[("morph2-top40keep20", "coop", "mae")]["value"] == 2.99  # column "40-80"
     l2rclip = by_key[("adience", "l2rclip", "acc")]
     assert l2rclip["status"] == "TER" and not l2rclip["checked"]
     assert all("backbone" in e for e in entries)
@@ -99,3 +101,39 @@ def test_the_table_note_names_each_methods_rank_space():
                            "16..77 (linear_probe, l2rclip)")
     assert "adience" not in note
     assert "`morph2-4shot`" in rank_space_note(job_config(params, "table", suite="paper", name="table2")["rank_spaces"])
+
+
+def test_a_table_over_suites_shows_each_suites_cells_side_by_side(in_tmp):
+    from ordclip.tables import make_table
+
+    _cell("rand", "a", "m", [2.0, 4.0], [0.25, 0.75])
+    _cell("pre", "a", "m", [1.0, 1.0], [0.5, 0.5])
+    job = {"suite": "pre", "name": "backbones", "title": "Backbones", "datasets": ["a"], "methods": ["m"],
+           "suites": ["rand", "pre"], "metrics": ["mae", "acc"], "backbones": {"rand": "tiny", "pre": "tiny_pre"},
+           "overall": {}, "rank_spaces": {}}
+    make_table(job)
+    md = Path("results/pre/backbones.md").read_text()
+    assert md.startswith("# Backbones\n") and "Suites `rand` (backbone `tiny`), `pre` (backbone `tiny_pre`)" in md
+    assert "| method | a (rand: tiny) MAE | a (rand: tiny) Acc (%) | a (pre: tiny_pre) MAE | a (pre: tiny_pre) Acc (%) |" in md
+    assert "| m | 3.00 | 50.00 | 1.00 | 50.00 |" in md
+    assert "Published numbers are not shown" in md
+    df = pd.read_csv("results/pre/backbones.csv")
+    assert list(dict.fromkeys(df.suite)) == ["rand", "pre"]
+    summary = json.loads(Path("results/pre/backbones.metrics.json").read_text())
+    assert summary["rand"]["a"]["m"]["mae"] == 3.0 and summary["pre"]["a"]["m"]["mae"] == 1.0
+    with pytest.raises(ConfigError, match="cell pre/a/m has no metric 'ordinality'"):
+        make_table({**job, "suites": ["pre"], "backbones": {"pre": "tiny_pre"}, "metrics": ["mae", "ordinality"]})
+
+
+def test_variant_tables_say_what_their_datasets_are(in_tmp):
+    from ordclip.tables import make_table
+
+    _cell("s", "morph2-top10keep20", "ordinalclip", [2.5, 2.7], [0.3, 0.3])
+    make_table({"suite": "s", "name": "shift", "title": "Shift", "datasets": ["morph2-top10keep20"],
+                "methods": ["ordinalclip"], "suites": ["s"], "metrics": ["mae"], "backbones": {"s": "b"},
+                "overall": {}, "rank_spaces": {}})
+    md = Path("results/s/shift.md").read_text()
+    assert "`<dataset>-top<c>keep<p>`: label-distribution shift" in md and "`<dataset>-<k>shot`" not in md
+    assert "| method | morph2-top10keep20 MAE |" in md and "| ordinalclip | 2.60 |" in md
+    # OrdinalCLIP's published 2.61 for column "10-80" beside ours
+    assert "| morph2-top10keep20 | ordinalclip | MAE | 2.61 | 2.60 | -0.01 |" in md

@@ -166,6 +166,26 @@ def fewshot(split: np.ndarray, ranks: np.ndarray, shots: int, seed: int) -> np.n
     return out
 
 
+def distribution_shift(split: np.ndarray, ranks: np.ndarray, top_classes: int, keep_percent: int,
+                       seed: int) -> np.ndarray:
+    """Thin the train part as OrdinalCLIP's ``generate_distribution_shifted_dataset`` does
+    (ordinalclip/runner/data.py:176-213 at ca10a20): order the ranks present in train by their number
+    of train images, most first, and keep ``max(int(n * keep_percent / 100), 1)`` of the n images of
+    each of the first ``top_classes`` (``random.sample`` under the run seed); the other ranks, val
+    and test are unchanged. Ties in the count keep the official code's order, the order in which the
+    ranks first appear in the train list: here ascending rank (our choice, our lists have no order)."""
+    rng = random.Random(seed)
+    out = split.copy()
+    train_ranks, counts = np.unique(ranks[split == "train"], return_counts=True)
+    order = sorted(range(len(train_ranks)), key=lambda i: -counts[i])  # stable: ties stay ascending
+    for i in order[:top_classes]:
+        members = np.flatnonzero((split == "train") & (ranks == train_ranks[i])).tolist()
+        # keep_percent / 100 is the float the official scale_factor (0.1, 0.2) is, so int() cuts the same
+        keep = set(rng.sample(members, max(int(len(members) * (keep_percent / 100)), 1)))
+        out[[m for m in members if m not in keep]] = ""
+    return out
+
+
 def smallest_rank_size(fold: int, cfg: dict, limit: int = 1000) -> int | None:
     """The fewest images a rank needs for the protocol to give it at least one train, val and test
     image (None for 'given', which depends on the dataset's own columns, or beyond ``limit``)."""
@@ -211,6 +231,9 @@ def write_split(index_csv: str | Path, fold: int, cfg: dict, out: str | Path) ->
         raise DataError(f"{index_csv}: split protocol {cfg['protocol']!r}, fold {fold}: {exc}") from None
     if "shots" in cfg:
         split = fewshot(split, index["rank"], cfg["shots"], cfg["seed"])
+    if "shift" in cfg:
+        split = distribution_shift(split, index["rank"], cfg["shift"]["top_classes"], cfg["shift"]["keep_percent"],
+                                   cfg["seed"])
     check_usable(split, index, fold, cfg, Path(index_csv))
     with atomic_path(out) as tmp:
         with open(tmp, "w", newline="") as f:

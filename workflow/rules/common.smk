@@ -12,7 +12,7 @@ from ordclip.config import (
     raw_source,
     run_config,
     suite_config,
-    table_grid,
+    table_spec,
     validate_schema,
 )
 from ordclip.data.registry import DATASET_KINDS
@@ -94,12 +94,14 @@ def uses_gpu(suite):
 
 
 def table_cells(suite, name):
-    """The cell files of results/<name>.csv (table1; table2: few-shot; table3: ablations) for the suite."""
+    """The cell files of results/<suite>/<name>.csv (ordclip.config.table_spec): table1, table2
+    (few-shot), table3 (ablations) or one of suites.<suite>.tables, from this suite or the suites
+    the table lists."""
     try:
-        datasets, methods = table_grid(config, suite, name)
+        spec = table_spec(config, suite, name)
     except ConfigError as exc:
         raise WorkflowError(str(exc))
-    return [L.cell_file(suite, d, m) for d in datasets for m in methods]
+    return [L.cell_file(s, d, m) for s in spec["suites"] for d in spec["datasets"] for m in spec["methods"]]
 
 
 def train_inputs(wc):
@@ -175,7 +177,8 @@ def train_mem_mb(wc, attempt):
 
 
 def prepare_mem_mb(wc, attempt):
-    """The decoded image cache is built in memory: 3.8 GB for Adience at 256 px."""
+    """The image cache is written through a memory map (Adience at 256 px: 3.8 GB on disk), so the
+    job holds about one decoded image at a time; 8 GB leaves room for the page cache's dirty pages."""
     return 8000 * attempt
 
 

@@ -63,7 +63,7 @@ rule table:
         ),
         metrics=L.table_file("{suite}", "{name}", "metrics.json"),
     wildcard_constraints:
-        name="|".join(L.TABLES),
+        name=L.TABLE_NAME,
     params:
         **job_params("table"),
     conda:
