@@ -240,6 +240,137 @@ def test_morph2_conflicting_ages_and_unknown_setting(in_tmp):
         morph2.fetch({**morph_cfg(in_tmp, archive), "setting": "E"}, "data/raw/morph2")
 
 
+def write_setting_b(folder: Path, names) -> list[list[str]]:
+    """The 3 setting-B lists as released: space-separated, CRLF, header 'race gender age filename
+    database', gender coded 0 for the M of the file name; the names cut into three equal runs."""
+    n = len(names) // 3
+    lists = [names[k * n:(k + 1) * n] for k in range(3)]
+    for k, rows in enumerate(lists):
+        text = "race gender age filename database\r\n" + "".join(
+            f"{i % 2} {int('F' in name)} {age} {name} morph\r\n" for i, (name, age) in enumerate(rows))
+        (folder / f"Setting_B_fold{k}.txt").write_text(text, newline="")
+    return [[n for n, _ in rows] for rows in lists]
+
+
+def split_names(tmp: Path, raw: Path, fold: int, folds: int, val: float = 0.0) -> dict[str, set[str]]:
+    """prepare the raw folder once, write the ``given`` split of ``fold``; the file names per part."""
+    if not (tmp / "index.csv").exists():
+        prepare(raw / "labels.csv", raw, 8, None, tmp / "images.npy", tmp / "index.csv")
+    write_split(tmp / "index.csv", fold, {"protocol": "given", "seed": 0, "folds": folds, "val": val},
+                tmp / f"fold{fold}.csv")
+    index, parts = read_index(tmp / "index.csv"), read_split(tmp / f"fold{fold}.csv")
+    return {part: {Path(index["path"][i]).name for i in parts[part]} for part in ("train", "val", "test")}
+
+
+@pytest.mark.parametrize("orientation", ["train_one", "test_one"])
+def test_morph2_setting_b_orientations(in_tmp, orientation):
+    archive, names = make_morph(in_tmp, n=18)
+    (in_tmp / "lists").mkdir()
+    lists = write_setting_b(in_tmp / "lists", names)
+    cfg = {**morph_cfg(in_tmp, archive, "B"), "orientation": orientation}
+    morph2.fetch(cfg, "data/raw/morph2")
+    raw = in_tmp / "data/raw/morph2"
+    rows = labels(raw)
+    assert len(rows) == 18 and set(rows[0]) == ({"path", "label", "split0", "split1", "split2"}
+                                                if orientation == "train_one" else {"path", "label", "fold"})
+    record = json.loads((raw / "fetch.json").read_text())
+    assert record["orientation"] == orientation and record["subjects"] == 18
+    for k in range(3):
+        parts = split_names(in_tmp, raw, k, 3, val=0.5)
+        others = {n for j in range(3) if j != k for n in lists[j]}
+        train, test = (set(lists[k]), others) if orientation == "train_one" else (others, set(lists[k]))
+        assert parts["train"] | parts["val"] == train and parts["test"] == test
+        assert not parts["train"] & parts["val"]
+        assert (len(parts["val"]), len(parts["test"])) == ((3, 12) if orientation == "train_one" else (6, 6))
+
+
+def test_morph2_setting_b_needs_an_orientation(in_tmp):
+    archive, names = make_morph(in_tmp, n=6)
+    (in_tmp / "lists").mkdir()
+    write_setting_b(in_tmp / "lists", names)
+    with pytest.raises(ConfigError, match=r"datasets\.morph2\.orientation: None; setting B needs one of "
+                                          r"\['train_one', 'test_one'\]"):
+        morph2.fetch(morph_cfg(in_tmp, archive, "B"), "data/raw/morph2")
+    with pytest.raises(ConfigError, match="datasets.morph2.orientation: 'train_one' applies to setting B only"):
+        morph2.fetch({**morph_cfg(in_tmp, archive, "C"), "orientation": "train_one"}, "data/raw/morph2")
+
+
+def write_setting_cd(folder: Path, prefix: str, lists: list[list[tuple[str, int]]]) -> None:
+    """Settings C/D lists as released: '<relative path> <age>' lines, LF."""
+    for k, rows in enumerate(lists):
+        (folder / f"{prefix}{k}.txt").write_text(
+            "".join(f"../../datasets/Morph/image/{name} {age}\n" for name, age in rows), newline="")
+
+
+def test_morph2_setting_d_folds_are_subject_exclusive(in_tmp):
+    """Setting D: 5 subjects, each with 3 images, one subject per list; every fold tests on one
+    subject and trains on the four others; fetch.json counts no subject in two lists."""
+    stage = in_tmp / "stage"
+    subjects = [[(f"{200000 + s:06d}_{i}{'MF'[s % 2]}{20 + 10 * i}.JPG", 20 + 10 * i) for i in range(3)]
+                for s in range(5)]
+    for s, rows in enumerate(subjects):
+        for i, (name, _) in enumerate(rows):
+            image(stage / "Album2" / name, 30 * s + i, fmt="JPEG")
+    archive = tar_dir(stage, in_tmp / "morph2.tar")
+    (in_tmp / "lists").mkdir()
+    write_setting_cd(in_tmp / "lists", "morph_D_0", subjects)
+    morph2.fetch(morph_cfg(in_tmp, archive, "D"), "data/raw/morph2")
+    raw = in_tmp / "data/raw/morph2"
+    record = json.loads((raw / "fetch.json").read_text())
+    assert (record["subjects"], record["subjects_in_several_lists"], record["images_of_those_subjects"]) == (5, 0, 0)
+    subject = lambda name: name.split("_")[0]   # noqa: E731
+    for k in range(5):
+        parts = split_names(in_tmp, raw, k, 5, val=0.5)
+        trained = parts["train"] | parts["val"]
+        assert parts["test"] == {n for n, _ in subjects[k]}
+        assert len(trained) == 12 and not trained & parts["test"]
+        assert {subject(n) for n in trained}.isdisjoint({subject(n) for n in parts["test"]})
+
+    # a subject whose images are in two lists is counted (the released D lists have 180 such)
+    subjects[1].append(subjects[0].pop())
+    write_setting_cd(in_tmp / "lists", "morph_D_0", subjects)
+    morph2.fetch(morph_cfg(in_tmp, archive, "D"), "data/raw/morph2_shared")
+    record = json.loads((in_tmp / "data/raw/morph2_shared/fetch.json").read_text())
+    assert (record["subjects_in_several_lists"], record["images_of_those_subjects"]) == (1, 3)
+
+
+def test_morph2_setting_c_folds(in_tmp):
+    archive, names = make_morph(in_tmp, n=10)
+    (in_tmp / "lists").mkdir()
+    lists = [names[2 * k:2 * k + 2] for k in range(5)]
+    write_setting_cd(in_tmp / "lists", "morph_C_0", lists)
+    morph2.fetch(morph_cfg(in_tmp, archive, "C"), "data/raw/morph2")
+    raw = in_tmp / "data/raw/morph2"
+    for k in range(5):
+        parts = split_names(in_tmp, raw, k, 5, val=0.5)
+        assert parts["test"] == {n for n, _ in lists[k]} and len(parts["train"] | parts["val"]) == 8
+
+
+def test_morph2_list_checksum_and_missing_list(in_tmp):
+    archive, names = make_morph(in_tmp, n=6)
+    www = in_tmp / "www"
+    www.mkdir()
+    write_setting_b(www, names)
+    cfg = {**morph_cfg(in_tmp, archive, "B"), "orientation": "train_one"}
+    with serve(www) as (url, _):
+        for k in range(3):
+            cfg["files"][f"Setting_B_fold{k}"] = {"url": f"{url}/Setting_B_fold{k}.txt",
+                                                  "sha256": sha256(www / f"Setting_B_fold{k}.txt")}
+        cfg["files"]["Setting_B_fold1"]["sha256"] = "b" * 64
+        with pytest.raises(DataError, match=rf"{url}/Setting_B_fold1.txt: sha256 mismatch: expected b{{64}}, got "
+                                            rf"{sha256(www / 'Setting_B_fold1.txt')}; the download was discarded"):
+            morph2.fetch(cfg, "data/raw/morph2")
+    cfg["files"]["Setting_B_fold1"] = {"path": str(www / "Setting_B_fold1.txt"), "sha256": "c" * 64}
+    with pytest.raises(DataError, match=r"datasets\.morph2\.files\.Setting_B_fold1: .*Setting_B_fold1.txt: "
+                                        r"sha256 mismatch: expected c{64}"):
+        morph2.fetch(cfg, "data/raw/morph2")
+    cfg["files"]["Setting_B_fold1"] = {"path": "data/archives/morph2/Setting_B_fold1.txt"}
+    with pytest.raises(DataError, match=r"expected Setting_B_fold1.txt \(MORPH II setting B list\) at "
+                                        r"data/archives/morph2/Setting_B_fold1.txt; get it from L2RCLIP's datalist/morph"):
+        morph2.fetch(cfg, "data/raw/morph2")
+    assert not (in_tmp / "data/raw/morph2").exists()
+
+
 # ---- Adience --------------------------------------------------------------------------------------
 
 FOLD_HEADER = ("user_id\toriginal_image\tface_id\tage\tgender\tx\ty\tdx\tdy\ttilt_ang\t"
@@ -545,12 +676,19 @@ def test_real_dataset_entries():
     from ordclip.config import dataset_config, load_params, split_config
 
     params = load_params([ROOT / "params.yaml"])
-    names = ("morph2", "adience", "hci", "aesthetics_animals", "aesthetics_nature", "aesthetics_people",
-             "aesthetics_urban")
+    names = ("morph2", "morph2_B", "morph2_C", "morph2_D", "adience", "hci",
+             "aesthetics_animals", "aesthetics_nature", "aesthetics_people", "aesthetics_urban")
     folds = {d: split_config(params, "demo", d)["folds"] for d in names}
-    assert folds == {"morph2": 5, "adience": 5, "hci": 10, "aesthetics_animals": 5, "aesthetics_nature": 5,
+    assert folds == {"morph2": 5, "morph2_B": 3, "morph2_C": 5, "morph2_D": 5,
+                     "adience": 5, "hci": 10, "aesthetics_animals": 5, "aesthetics_nature": 5,
                      "aesthetics_people": 5, "aesthetics_urban": 5}
-    assert set(dataset_config(params, "morph2")["files"]) == {"archive", *morph2.SETTINGS["A"]}
+    for name, setting in (("morph2", "A"), ("morph2_B", "B"), ("morph2_C", "C"), ("morph2_D", "D")):
+        ds = dataset_config(params, name)
+        assert ds["setting"] == setting and set(ds["files"]) == {"archive", *morph2.SETTINGS[setting]}
+        assert ds["files"]["archive"] == {"path": "data/archives/morph2/morph2.zip"} and ds["ranks"] == [16, 77]
+        for list_name in morph2.SETTINGS[setting]:
+            assert ds["files"][list_name]["url"].endswith(f"/datalist/morph/setting{setting}/{list_name}.txt")
+    assert dataset_config(params, "morph2_B")["orientation"] == "train_one"
     for name in folds:
         for entry in dataset_config(params, name)["files"].values():
             if "url" in entry and "L2RCLIP" in entry["url"]:
@@ -589,4 +727,18 @@ def test_morph2_needs_a_setting(tmp_path):
 
     (tmp_path / "extra.yaml").write_text(yaml.safe_dump({"datasets": {"morph2": {"setting": None}}}))
     with pytest.raises(ConfigError, match=r"datasets\.morph2\.setting: None is not one of"):
+        load_params([ROOT / "params.yaml", tmp_path / "extra.yaml"])
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"morph2_B": {"orientation": None}}, r"datasets\.morph2_B\.orientation: None is not one of \['train_one', 'test_one'\]"),
+    ({"morph2_C": {"orientation": "test_one"}}, r"datasets\.morph2_C\.orientation: 'test_one' should not be valid"),
+])
+def test_morph2_orientation_schema(tmp_path, entry, message):
+    import yaml
+
+    from ordclip.config import load_params
+
+    (tmp_path / "extra.yaml").write_text(yaml.safe_dump({"datasets": entry}))
+    with pytest.raises(ConfigError, match=message):
         load_params([ROOT / "params.yaml", tmp_path / "extra.yaml"])
