@@ -17,7 +17,7 @@ import pytest
 from local_http import serve
 from PIL import Image
 
-from ordclip.data import adience, aesthetics, hci, morph2
+from ordclip.data import adience, aesthetics, clap2015, fgnet, hci, morph2
 from ordclip.data.prepare import prepare, read_label_table
 from ordclip.data.splits import given, kfold, per_class, read_index, read_split, write_split
 from ordclip.errors import ConfigError, DataError
@@ -238,6 +238,327 @@ def test_morph2_conflicting_ages_and_unknown_setting(in_tmp):
         morph2.fetch(morph_cfg(in_tmp, archive), "data/raw/morph2")
     with pytest.raises(ConfigError, match="datasets.morph2.setting: 'E'"):
         morph2.fetch({**morph_cfg(in_tmp, archive), "setting": "E"}, "data/raw/morph2")
+
+
+def write_setting_b(folder: Path, names) -> list[list[str]]:
+    """The 3 setting-B lists as released: space-separated, CRLF, header 'race gender age filename
+    database', gender coded 0 for the M of the file name; the names cut into three equal runs."""
+    n = len(names) // 3
+    lists = [names[k * n:(k + 1) * n] for k in range(3)]
+    for k, rows in enumerate(lists):
+        text = "race gender age filename database\r\n" + "".join(
+            f"{i % 2} {int('F' in name)} {age} {name} morph\r\n" for i, (name, age) in enumerate(rows))
+        (folder / f"Setting_B_fold{k}.txt").write_text(text, newline="")
+    return [[n for n, _ in rows] for rows in lists]
+
+
+def split_names(tmp: Path, raw: Path, fold: int, folds: int, val: float = 0.0) -> dict[str, set[str]]:
+    """prepare the raw folder once, write the ``given`` split of ``fold``; the file names per part."""
+    if not (tmp / "index.csv").exists():
+        prepare(raw / "labels.csv", raw, 8, None, tmp / "images.npy", tmp / "index.csv")
+    write_split(tmp / "index.csv", fold, {"protocol": "given", "seed": 0, "folds": folds, "val": val},
+                tmp / f"fold{fold}.csv")
+    index, parts = read_index(tmp / "index.csv"), read_split(tmp / f"fold{fold}.csv")
+    return {part: {Path(index["path"][i]).name for i in parts[part]} for part in ("train", "val", "test")}
+
+
+@pytest.mark.parametrize("orientation", ["train_one", "test_one"])
+def test_morph2_setting_b_orientations(in_tmp, orientation):
+    archive, names = make_morph(in_tmp, n=18)
+    (in_tmp / "lists").mkdir()
+    lists = write_setting_b(in_tmp / "lists", names)
+    cfg = {**morph_cfg(in_tmp, archive, "B"), "orientation": orientation}
+    morph2.fetch(cfg, "data/raw/morph2")
+    raw = in_tmp / "data/raw/morph2"
+    rows = labels(raw)
+    assert len(rows) == 18 and set(rows[0]) == ({"path", "label", "split0", "split1", "split2"}
+                                                if orientation == "train_one" else {"path", "label", "fold"})
+    record = json.loads((raw / "fetch.json").read_text())
+    assert record["orientation"] == orientation and record["subjects"] == 18
+    for k in range(3):
+        parts = split_names(in_tmp, raw, k, 3, val=0.5)
+        others = {n for j in range(3) if j != k for n in lists[j]}
+        train, test = (set(lists[k]), others) if orientation == "train_one" else (others, set(lists[k]))
+        assert parts["train"] | parts["val"] == train and parts["test"] == test
+        assert not parts["train"] & parts["val"]
+        assert (len(parts["val"]), len(parts["test"])) == ((3, 12) if orientation == "train_one" else (6, 6))
+
+
+def test_morph2_setting_b_needs_an_orientation(in_tmp):
+    archive, names = make_morph(in_tmp, n=6)
+    (in_tmp / "lists").mkdir()
+    write_setting_b(in_tmp / "lists", names)
+    with pytest.raises(ConfigError, match=r"datasets\.morph2\.orientation: None; setting B needs one of "
+                                          r"\['train_one', 'test_one'\]"):
+        morph2.fetch(morph_cfg(in_tmp, archive, "B"), "data/raw/morph2")
+    with pytest.raises(ConfigError, match="datasets.morph2.orientation: 'train_one' applies to setting B only"):
+        morph2.fetch({**morph_cfg(in_tmp, archive, "C"), "orientation": "train_one"}, "data/raw/morph2")
+
+
+def write_setting_cd(folder: Path, prefix: str, lists: list[list[tuple[str, int]]]) -> None:
+    """Settings C/D lists as released: '<relative path> <age>' lines, LF."""
+    for k, rows in enumerate(lists):
+        (folder / f"{prefix}{k}.txt").write_text(
+            "".join(f"../../datasets/Morph/image/{name} {age}\n" for name, age in rows), newline="")
+
+
+def test_morph2_setting_d_folds_are_subject_exclusive(in_tmp):
+    """Setting D: 5 subjects, each with 3 images, one subject per list; every fold tests on one
+    subject and trains on the four others; fetch.json counts no subject in two lists."""
+    stage = in_tmp / "stage"
+    subjects = [[(f"{200000 + s:06d}_{i}{'MF'[s % 2]}{20 + 10 * i}.JPG", 20 + 10 * i) for i in range(3)]
+                for s in range(5)]
+    for s, rows in enumerate(subjects):
+        for i, (name, _) in enumerate(rows):
+            image(stage / "Album2" / name, 30 * s + i, fmt="JPEG")
+    archive = tar_dir(stage, in_tmp / "morph2.tar")
+    (in_tmp / "lists").mkdir()
+    write_setting_cd(in_tmp / "lists", "morph_D_0", subjects)
+    morph2.fetch(morph_cfg(in_tmp, archive, "D"), "data/raw/morph2")
+    raw = in_tmp / "data/raw/morph2"
+    record = json.loads((raw / "fetch.json").read_text())
+    assert (record["subjects"], record["subjects_in_several_lists"], record["images_of_those_subjects"]) == (5, 0, 0)
+    subject = lambda name: name.split("_")[0]   # noqa: E731
+    for k in range(5):
+        parts = split_names(in_tmp, raw, k, 5, val=0.5)
+        trained = parts["train"] | parts["val"]
+        assert parts["test"] == {n for n, _ in subjects[k]}
+        assert len(trained) == 12 and not trained & parts["test"]
+        assert {subject(n) for n in trained}.isdisjoint({subject(n) for n in parts["test"]})
+
+    # a subject whose images are in two lists is counted (the released D lists have 180 such)
+    subjects[1].append(subjects[0].pop())
+    write_setting_cd(in_tmp / "lists", "morph_D_0", subjects)
+    morph2.fetch(morph_cfg(in_tmp, archive, "D"), "data/raw/morph2_shared")
+    record = json.loads((in_tmp / "data/raw/morph2_shared/fetch.json").read_text())
+    assert (record["subjects_in_several_lists"], record["images_of_those_subjects"]) == (1, 3)
+
+
+def test_morph2_setting_c_folds(in_tmp):
+    archive, names = make_morph(in_tmp, n=10)
+    (in_tmp / "lists").mkdir()
+    lists = [names[2 * k:2 * k + 2] for k in range(5)]
+    write_setting_cd(in_tmp / "lists", "morph_C_0", lists)
+    morph2.fetch(morph_cfg(in_tmp, archive, "C"), "data/raw/morph2")
+    raw = in_tmp / "data/raw/morph2"
+    for k in range(5):
+        parts = split_names(in_tmp, raw, k, 5, val=0.5)
+        assert parts["test"] == {n for n, _ in lists[k]} and len(parts["train"] | parts["val"]) == 8
+
+
+def test_morph2_list_checksum_and_missing_list(in_tmp):
+    archive, names = make_morph(in_tmp, n=6)
+    www = in_tmp / "www"
+    www.mkdir()
+    write_setting_b(www, names)
+    cfg = {**morph_cfg(in_tmp, archive, "B"), "orientation": "train_one"}
+    with serve(www) as (url, _):
+        for k in range(3):
+            cfg["files"][f"Setting_B_fold{k}"] = {"url": f"{url}/Setting_B_fold{k}.txt",
+                                                  "sha256": sha256(www / f"Setting_B_fold{k}.txt")}
+        cfg["files"]["Setting_B_fold1"]["sha256"] = "b" * 64
+        with pytest.raises(DataError, match=rf"{url}/Setting_B_fold1.txt: sha256 mismatch: expected b{{64}}, got "
+                                            rf"{sha256(www / 'Setting_B_fold1.txt')}; the download was discarded"):
+            morph2.fetch(cfg, "data/raw/morph2")
+    cfg["files"]["Setting_B_fold1"] = {"path": str(www / "Setting_B_fold1.txt"), "sha256": "c" * 64}
+    with pytest.raises(DataError, match=r"datasets\.morph2\.files\.Setting_B_fold1: .*Setting_B_fold1.txt: "
+                                        r"sha256 mismatch: expected c{64}"):
+        morph2.fetch(cfg, "data/raw/morph2")
+    cfg["files"]["Setting_B_fold1"] = {"path": "data/archives/morph2/Setting_B_fold1.txt"}
+    with pytest.raises(DataError, match=r"expected Setting_B_fold1.txt \(MORPH II setting B list\) at "
+                                        r"data/archives/morph2/Setting_B_fold1.txt; get it from L2RCLIP's datalist/morph"):
+        morph2.fetch(cfg, "data/raw/morph2")
+    assert not (in_tmp / "data/raw/morph2").exists()
+
+
+# ---- CLAP2015 -------------------------------------------------------------------------------------
+
+CLAP_ROWS = [("image_4797.jpg", 21, "4.026539", "train"), ("image_3532.jpg", 21, "5.26745", "train"),
+             ("image_3720.jpg", 28, "3.569742", "train"), ("image_985.jpg", 48, "4.406435", "train"),
+             ("image_12.jpg", 3, "0.699854", "train"), ("image_77.jpg", 48, "6.1", "val"),
+             ("image_78.jpg", 28, "2.5", "val"), ("image_3780.jpg", 27, "3.862139", "test"),
+             ("image_2301.jpg", 17, "3.550372", "test"), ("image_854.jpg", 85, "4.583221", "test")]
+
+
+def clap_list(rows=CLAP_ROWS, extra: str = "") -> str:
+    """total_2015.csv as L2RCLIP ships it: comma-separated, CRLF, header filename,age,stdv,database."""
+    return "filename,age,stdv,database\r\n" + "".join(f"{n},{a},{s},{d}\r\n" for n, a, s, d in rows) + extra
+
+
+def make_clap(tmp: Path) -> Path:
+    """The images as the challenge's three zips unpack: one folder per part, any layout."""
+    folder = {"train": "Train", "val": "Validation", "test": "Test"}
+    images = tmp / "archives" / "clap2015" / "images"
+    for i, (name, _, _, part) in enumerate(CLAP_ROWS):
+        image(images / folder[part] / name, 20 * i, fmt="JPEG")
+    image(images / "Train" / "image_99999.jpg")                      # unlisted: not extracted
+    return images
+
+
+def clap_cfg(images: Path, lst: dict) -> dict:
+    return {"name": "clap2015", "kind": "clap2015", "ranks": [3, 85], "files": {"images": {"path": str(images)}, "list": lst}}
+
+
+def test_clap2015_downloaded_list_and_given_fold(in_tmp):
+    images = make_clap(in_tmp)
+    www = in_tmp / "www"
+    www.mkdir()
+    (www / "total_2015.csv").write_text(clap_list(), newline="")
+    with serve(www) as (url, _):
+        clap2015.fetch(clap_cfg(images, {"url": f"{url}/total_2015.csv", "sha256": sha256(www / "total_2015.csv")}),
+                       "data/raw/clap2015")
+    raw = in_tmp / "data/raw/clap2015"
+    rows = {Path(r["path"]).name: r for r in labels(raw)}
+    assert set(rows) == {n for n, *_ in CLAP_ROWS} and (raw / rows["image_77.jpg"]["path"]).is_file()
+    assert rows["image_77.jpg"]["path"] == "images/Validation/image_77.jpg"
+    for name, age, stdv, part in CLAP_ROWS:
+        assert (int(rows[name]["label"]), rows[name]["stdv"], rows[name]["split0"]) == (age, stdv, part)
+    record = json.loads((raw / "fetch.json").read_text())
+    assert record["parts"] == {"train": 5, "val": 2, "test": 3}
+    assert record["files"]["list"]["sha256"] == sha256(www / "total_2015.csv")
+
+    prepare(raw / "labels.csv", raw, 8, [3, 85], in_tmp / "images.npy", in_tmp / "index.csv")
+    write_split(in_tmp / "index.csv", 0, {"protocol": "given", "seed": 0, "folds": 1}, in_tmp / "f0.csv")
+    index, parts = read_index(in_tmp / "index.csv"), read_split(in_tmp / "f0.csv")
+    assert index["rank"].min() == 0 and index["rank"].max() == 82          # ages 3..85
+    for part in ("train", "val", "test"):
+        assert {Path(index["path"][i]).name for i in parts[part]} == {n for n, *_, d in CLAP_ROWS if d == part}
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("image_5.jpg,21.5,3.1,train\r\n", r"total_2015.csv line 12: age '21.5' is not a whole number"),
+    ("image_5.jpg,21,3.1,dev\r\n", r"total_2015.csv line 12: database 'dev' is not one of \['train', 'val', 'test'\]"),
+    ("image_5.jpg,21,n/a,train\r\n", r"total_2015.csv line 12: stdv 'n/a' is not a number"),
+    ("image_5.jpg,21,train\r\n", r"total_2015.csv line 12: 3 fields for the 4 columns"),
+    ("IMAGE_77.JPG,48,6.1,val\r\n", r"total_2015.csv line 12: IMAGE_77.JPG is also at line 7"),
+    ("image_5.jpg,21,3.1,train\r\n",                              # well formed, but no such image
+     r"total_2015.csv line 12: image image_5.jpg is not in .*images \(1 of 11 listed images missing, "
+     r"11 images there\); get them from the ChaLearn LAP 2015"),
+])
+def test_clap2015_bad_rows(in_tmp, extra, message):
+    images = make_clap(in_tmp)
+    (in_tmp / "total_2015.csv").write_text(clap_list(extra=extra), newline="")
+    cfg = clap_cfg(images, {"path": str(in_tmp / "total_2015.csv")})
+    with pytest.raises(DataError, match=message):
+        clap2015.fetch(cfg, "data/raw/clap2015")
+    assert not (in_tmp / "data/raw/clap2015").exists()
+
+
+def test_clap2015_header_checksum_and_missing_images(in_tmp):
+    (in_tmp / "total_2015.csv").write_text("filename;age;stdv;database\n", newline="")
+    cfg = clap_cfg(in_tmp / "data/archives/clap2015/images", {"path": str(in_tmp / "total_2015.csv")})
+    with pytest.raises(DataError, match=r"total_2015.csv line 1: the header must name \['filename', 'age', 'stdv', "):
+        clap2015.fetch(cfg, "data/raw/clap2015")
+    (in_tmp / "total_2015.csv").write_text(clap_list(), newline="")
+    cfg["files"]["list"]["sha256"] = "d" * 64
+    with pytest.raises(DataError, match=r"datasets\.clap2015\.files\.list: .*total_2015.csv: sha256 mismatch"):
+        clap2015.fetch(cfg, "data/raw/clap2015")
+    cfg["files"]["list"]["sha256"] = sha256(in_tmp / "total_2015.csv")
+    with pytest.raises(DataError, match=r"expected images \(CLAP2015 images\) at .*data/archives/clap2015/images; "
+                                        r"get it from the ChaLearn LAP 2015 apparent age data, after registration"):
+        clap2015.fetch(cfg, "data/raw/clap2015")
+
+
+# ---- FG-NET ---------------------------------------------------------------------------------------
+
+# subject -> images (the released naming: a letter suffix marks a second image at the same age)
+FGNET = {"001": ["001A02.JPG", "001A05.JPG", "001A10.JPG", "001A14.JPG", "001A22.JPG"],
+         "002": ["002A03.JPG", "002A05.JPG", "002A10.JPG", "002A10a.JPG", "002A14.JPG"],
+         "010": ["010A05.JPG", "010A07.JPG", "010A07a.JPG", "010A10.JPG", "010A14.JPG", "010A69.JPG"],
+         "082": ["082A00.JPG", "082A05.JPG", "082A10.JPG", "082A14.JPG", "082A22.JPG"]}
+
+
+def make_fgnet(tmp: Path, subjects=FGNET, extra: tuple[str, ...] = ()) -> Path:
+    """FGNET.zip as commonly distributed: FGNET/images/*.JPG and FGNET/points/*.pts."""
+    archive = tmp / "data" / "archives" / "fgnet" / "FGNET.zip"
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(archive, "w") as zf:
+        for i, name in enumerate(sorted(n for names in subjects.values() for n in names) + list(extra)):
+            path = image(tmp / "stage" / name, 9 * i, fmt="JPEG")
+            zf.write(path, f"FGNET/images/{name}")
+            zf.writestr(f"FGNET/points/{Path(name).stem}.pts", "version: 1\nn_points: 68\n")
+    return archive
+
+
+def fgnet_cfg(archive: Path, folds: int | None = None) -> dict:
+    split = {"protocol": "given", "val": 0.5, **({"folds": folds} if folds else {})}
+    return {"name": "fgnet", "kind": "fgnet", "ranks": [0, 69], "split": split, "files": {"archive": {"path": str(archive)}}}
+
+
+def test_fgnet_labels_from_names_and_leave_one_person_out(in_tmp):
+    archive = make_fgnet(in_tmp)
+    fgnet.fetch(fgnet_cfg(archive, folds=4), "data/raw/fgnet")
+    raw = in_tmp / "data/raw/fgnet"
+    rows = {Path(r["path"]).name: r for r in labels(raw)}
+    assert set(rows) == {n for names in FGNET.values() for n in names}
+    assert rows["010A07a.JPG"]["path"] == "images/FGNET/images/010A07a.JPG"
+    assert (int(rows["010A07a.JPG"]["label"]), int(rows["082A00.JPG"]["label"]), int(rows["010A69.JPG"]["label"])) \
+        == (7, 0, 69)
+    assert {r["fold"] for n, r in rows.items() if n.startswith("010")} == {"2"}
+    assert not list((raw / "images").rglob("*.pts"))
+    record = json.loads((raw / "fetch.json").read_text())
+    assert (record["images"], record["subjects"]) == (21, 4)
+    assert record["fold_subjects"] == {"0": "001", "1": "002", "2": "010", "3": "082"}
+
+    prepare(raw / "labels.csv", raw, 8, [0, 69], in_tmp / "images.npy", in_tmp / "index.csv")
+    for k, subject in enumerate(sorted(FGNET)):
+        write_split(in_tmp / "index.csv", k, fgnet_cfg(archive, 4)["split"] | {"seed": 0}, in_tmp / f"f{k}.csv")
+        index, parts = read_index(in_tmp / "index.csv"), read_split(in_tmp / f"f{k}.csv")
+        names = {part: {Path(index["path"][i]).name for i in parts[part]} for part in ("train", "val", "test")}
+        assert names["test"] == set(FGNET[subject])
+        assert names["train"] | names["val"] == {n for s, ns in FGNET.items() if s != subject for n in ns}
+        # val: half of each age's train images (round half to even); an age with one train image stays in train
+        ages = [int(n[4:6]) for s, ns in FGNET.items() if s != subject for n in ns]
+        assert len(names["val"]) == sum(round(0.5 * ages.count(a)) for a in set(ages))
+        single = [n for n in names["train"] | names["val"] if ages.count(int(n[4:6])) == 1]
+        assert single and all(n in names["train"] for n in single)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("001A2.JPG",), r"FGNET.zip: image 'FGNET/images/001A2.JPG' is not named like an FG-NET image"),
+    (("thumbs.jpg",), r"FGNET.zip: image 'FGNET/images/thumbs.jpg' is not named like an FG-NET image"),
+    (("001a02.jpg",), r"FGNET.zip: two files named 001a02.jpg: FGNET/images/001A02.JPG and FGNET/images/001a02.jpg"),
+])
+def test_fgnet_bad_names(in_tmp, extra, message):
+    with pytest.raises(DataError, match=message):
+        fgnet.fetch(fgnet_cfg(make_fgnet(in_tmp, extra=extra)), "data/raw/fgnet")
+    assert not (in_tmp / "data/raw/fgnet").exists()
+
+
+def test_fgnet_subjects_must_match_the_folds_and_archive_must_be_placed(in_tmp):
+    with pytest.raises(DataError, match=r"expected FGNET.zip \(FG-NET images archive\) at "
+                                        r"data/archives/fgnet/FGNET.zip; get it from the FG-NET aging database"):
+        fgnet.fetch(fgnet_cfg(Path("data/archives/fgnet/FGNET.zip"), 82), "data/raw/fgnet")
+    archive = make_fgnet(in_tmp)
+    with pytest.raises(DataError, match=r"FGNET.zip: 21 images of 4 subjects, but datasets.fgnet.split.folds is 82 "
+                                        r"\(leave-one-person-out: one fold per subject\)"):
+        fgnet.fetch(fgnet_cfg(archive, 82), "data/raw/fgnet")
+    cfg = fgnet_cfg(archive, 4)
+    cfg["files"]["archive"]["sha256"] = "e" * 64
+    with pytest.raises(DataError, match=r"datasets\.fgnet\.files\.archive: .*FGNET.zip: sha256 mismatch"):
+        fgnet.fetch(cfg, "data/raw/fgnet")
+    assert not (in_tmp / "data/raw/fgnet").exists()
+
+
+def test_cli_fetch_prepare_split_fgnet_layout(tmp_path):
+    """The registry, the schema and the CLI on an FG-NET-like archive: 3 subjects, 3 folds."""
+    make_fgnet(tmp_path, {s: FGNET[s] for s in ("001", "002", "082")})
+    (tmp_path / "mine.yaml").write_text("""
+datasets:
+  fgnet: {split: {protocol: given, folds: 3, val: 0.5}}
+suites:
+  mine: {backbone: tiny, datasets: [fgnet], methods: [zeroshot], folds: 3}
+""")
+    outputs = []
+    for args in (["fetch", "--dataset", "fgnet"], ["prepare", "--dataset", "fgnet", "--size", "36"],
+                 ["split", "--suite", "mine", "--dataset", "fgnet", "--fold", "2"]):
+        done = run_cli(tmp_path, *args)
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stderr)
+    assert "ordclip: fgnet: 15 images of 3 subjects (3 leave-one-person-out folds)" in outputs[0]
+    parts = read_split(tmp_path / "results/mine/splits/fgnet/fold2.csv")
+    index = read_index(tmp_path / "data/prepared/fgnet/36px/index.csv")
+    assert {Path(index["path"][i]).name for i in parts["test"]} == set(FGNET["082"])
 
 
 # ---- Adience --------------------------------------------------------------------------------------
@@ -545,12 +866,20 @@ def test_real_dataset_entries():
     from ordclip.config import dataset_config, load_params, split_config
 
     params = load_params([ROOT / "params.yaml"])
-    names = ("morph2", "adience", "hci", "aesthetics_animals", "aesthetics_nature", "aesthetics_people",
-             "aesthetics_urban")
+    names = ("morph2", "morph2_B", "morph2_C", "morph2_D", "clap2015", "fgnet", "adience", "hci",
+             "aesthetics_animals", "aesthetics_nature", "aesthetics_people", "aesthetics_urban")
     folds = {d: split_config(params, "demo", d)["folds"] for d in names}
-    assert folds == {"morph2": 5, "adience": 5, "hci": 10, "aesthetics_animals": 5, "aesthetics_nature": 5,
+    assert folds == {"morph2": 5, "morph2_B": 3, "morph2_C": 5, "morph2_D": 5, "clap2015": 1, "fgnet": 82,
+                     "adience": 5, "hci": 10, "aesthetics_animals": 5, "aesthetics_nature": 5,
                      "aesthetics_people": 5, "aesthetics_urban": 5}
-    assert set(dataset_config(params, "morph2")["files"]) == {"archive", *morph2.SETTINGS["A"]}
+    for name, setting in (("morph2", "A"), ("morph2_B", "B"), ("morph2_C", "C"), ("morph2_D", "D")):
+        ds = dataset_config(params, name)
+        assert ds["setting"] == setting and set(ds["files"]) == {"archive", *morph2.SETTINGS[setting]}
+        assert ds["files"]["archive"] == {"path": "data/archives/morph2/morph2.zip"} and ds["ranks"] == [16, 77]
+        for list_name in morph2.SETTINGS[setting]:
+            assert ds["files"][list_name]["url"].endswith(f"/datalist/morph/setting{setting}/{list_name}.txt")
+    assert dataset_config(params, "morph2_B")["orientation"] == "train_one"
+    assert dataset_config(params, "clap2015")["files"]["list"]["url"].endswith("/datalist/clap2015/total_2015.csv")
     for name in folds:
         for entry in dataset_config(params, name)["files"].values():
             if "url" in entry and "L2RCLIP" in entry["url"]:
@@ -589,4 +918,18 @@ def test_morph2_needs_a_setting(tmp_path):
 
     (tmp_path / "extra.yaml").write_text(yaml.safe_dump({"datasets": {"morph2": {"setting": None}}}))
     with pytest.raises(ConfigError, match=r"datasets\.morph2\.setting: None is not one of"):
+        load_params([ROOT / "params.yaml", tmp_path / "extra.yaml"])
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"morph2_B": {"orientation": None}}, r"datasets\.morph2_B\.orientation: None is not one of \['train_one', 'test_one'\]"),
+    ({"morph2_C": {"orientation": "test_one"}}, r"datasets\.morph2_C\.orientation: 'test_one' should not be valid"),
+])
+def test_morph2_orientation_schema(tmp_path, entry, message):
+    import yaml
+
+    from ordclip.config import load_params
+
+    (tmp_path / "extra.yaml").write_text(yaml.safe_dump({"datasets": entry}))
+    with pytest.raises(ConfigError, match=message):
         load_params([ROOT / "params.yaml", tmp_path / "extra.yaml"])

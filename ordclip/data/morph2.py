@@ -2,18 +2,35 @@
 
 The images are licensed: the user places the archive (any zip/tar holding the JPEGs, in any
 folders; ``files.archive``). The lists come from L2RCLIP's ``datalist/morph`` (pinned URL + sha256,
-or a local path). ``setting`` picks the protocol:
-- A: ``Setting_A_fold{0-4}_{train,test}``: 5,492 Caucasian images, a random 80/20 split per fold
-  (4,394 / 1,098); the image sets differ between folds, so each fold is a ``split<k>`` column.
-- B: ``Setting_B_fold{0-2}``: three disjoint lists of 7,000; fold k tests on list k and trains on
-  the two others (our reading: L2RCLIP released no loader for B).
-- C: ``morph_C_0{0-4}``: all 55,134 images in 5 disjoint random folds.
-- D: ``morph_D_0{0-4}``: all 55,134 images in 5 folds grouped by subject.
+or a local path). ``setting`` picks the protocol. What the released lists hold (counted from the
+blobs at the pinned commit; docs/datasets.md has the tables):
+- A: ``Setting_A_fold{0-4}_{train,test}``: Caucasian images (race column 0 throughout), a random
+  80/20 split per fold (4,394 / 1,098 of 5,492); the image sets differ between folds (5,942 images
+  over the 5 folds), so each fold is a ``split<k>`` column.
+- B: ``Setting_B_fold{0-2}``: three image-disjoint lists of 7,000, each balanced the same way:
+  race codes 0 and 1 about 1:1 (3,478 : 3,522, 3,533 : 3,467, 3,489 : 3,511) and gender
+  male : female about 3:1 (5,281 : 1,719, 5,282 : 1,718, 5,271 : 1,729, by the M/F letter of the
+  file names; the gender column codes male 0 here but 1 in setting A), ages 16-77 (list 1: 16-67),
+  mean age 33.4-33.6. 21,000 images, all in settings C/D with the same ages, 5,910 of them also in
+  setting A. The lists are not subject-disjoint: of 8,992 subject ids (the file name before
+  ``_``), 4,240 (15,054 images) are in two or three lists.
+  This is the shape of the S1/S2/S3 protocol (disjoint sets balanced by race and gender), which
+  trains on one set and tests on the others; the lists cannot say which way L2RCLIP ran them (it
+  released no loader that reads them: datasets/morph.py:163,185 split ``<path> <age>`` lines). So
+  ``orientation`` must be given for B: ``train_one`` (fold k trains on list k and tests on the two
+  others, 7,000 / 14,000; ``split<k>`` columns) or ``test_one`` (fold k tests on list k and trains
+  on the two others, 14,000 / 7,000; a ``fold`` column).
+- C: ``morph_C_0{0-4}``: all 55,134 images in 5 disjoint random folds (11,026-11,027 each; 12,365
+  of the 13,617 subjects are in several folds); fold k tests on list k, trains on the four others.
+- D: ``morph_D_0{0-4}``: all 55,134 images in 5 folds (11,012-11,046) grouped by subject: of the
+  13,617 subject ids (the file name before ``_``), 180 (852 images) are in two or three folds, the
+  rest in one. Fold k tests on list k. fetch.json counts the subjects in several folds.
 Lists name images by file name; each is found in the archive by its base name (case-insensitive).
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path, PurePosixPath
 
@@ -72,48 +89,96 @@ def _age(text: str, path: Path, line: int) -> int:
     return int(text)
 
 
-def assign(setting: str, lists: dict[str, Path]) -> tuple[dict[str, dict], list[str], dict[str, tuple[Path, int]]]:
-    """Per image file name: its age and protocol columns; the columns; where each name was read."""
+ORIENTATIONS = ("train_one", "test_one")
+SUBJECT = re.compile(r"^(\d+)_\d+[mf]\d+\.jpe?g$", re.IGNORECASE)
+
+
+def subject_of(filename: str) -> str | None:
+    """The subject id of a MORPH file name ``<subject>_<n><M|F><age>.JPG``, or None for another name."""
+    match = SUBJECT.match(filename)
+    return match[1] if match else None
+
+
+def assign(setting: str, lists: dict[str, Path], orientation: str | None = None
+           ) -> tuple[dict[str, dict], list[str], dict[str, tuple[Path, int]]]:
+    """Per image file name: its age, the list it is in (B-D) and its protocol columns; the columns;
+    where each name was read. Setting A: ``split<k>`` = train/test/empty from the fold's two lists;
+    B with ``orientation`` train_one: ``split<k>`` = train on list k, test on the others; B with
+    test_one, C and D: ``fold`` = the list's number (fold k tests on list k)."""
     images: dict[str, dict] = {}
     seen: dict[str, tuple[Path, int]] = {}
-    if setting == "A":
-        columns = [f"split{k}" for k in range(5)]
-    else:
-        columns = ["fold"]
     for name in SETTINGS[setting]:
         path = lists[name]
         for line, filename, age in parse_list(path):
             key = filename.lower()
-            row = images.setdefault(key, {"filename": filename, "label": age, **{c: "" for c in columns}})
+            row = images.setdefault(key, {"filename": filename, "label": age})
             if row["label"] != age:
                 first = seen[key]
                 raise DataError(f"{path} line {line}: {filename} has age {age}, but {row['label']} at "
                                 f"{first[0]} line {first[1]}")
             if setting == "A":
                 k, part = int(name.split("_fold")[1][0]), name.rsplit("_", 1)[1]
-                if row[f"split{k}"]:
+                if row.get(f"split{k}"):
                     raise DataError(f"{path} line {line}: {filename} is listed twice in fold {k}")
                 row[f"split{k}"] = part
             else:
-                if row["fold"] != "":
+                if "list" in row:
                     first = seen[key]
                     raise DataError(f"{path} line {line}: {filename} is also in {first[0]} line {first[1]}")
-                row["fold"] = SETTINGS[setting].index(name)
+                row["list"] = SETTINGS[setting].index(name)
             seen.setdefault(key, (path, line))
+    n = len(SETTINGS[setting])
+    if setting == "A":
+        columns = [f"split{k}" for k in range(5)]
+        for row in images.values():
+            for c in columns:
+                row.setdefault(c, "")
+    elif setting == "B" and orientation == "train_one":
+        columns = [f"split{k}" for k in range(n)]
+        for row in images.values():
+            row.update({f"split{k}": "train" if row["list"] == k else "test" for k in range(n)})
+    else:
+        columns = ["fold"]
+        for row in images.values():
+            row["fold"] = row["list"]
     return images, columns, seen
+
+
+def shared_subjects(images: dict[str, dict]) -> dict | None:
+    """Subjects (by file name) and how many of them, with their images, are in more than one list;
+    None when a listed name is not a MORPH file name (no subject to read)."""
+    lists_of: dict[str, set[int]] = {}
+    count: dict[str, int] = {}
+    for row in images.values():
+        subject = subject_of(row["filename"])
+        if subject is None:
+            return None
+        lists_of.setdefault(subject, set()).add(row["list"])
+        count[subject] = count.get(subject, 0) + 1
+    shared = [s for s, where in lists_of.items() if len(where) > 1]
+    return {"subjects": len(lists_of), "subjects_in_several_lists": len(shared),
+            "images_of_those_subjects": sum(count[s] for s in shared)}
 
 
 def fetch(dataset_cfg: dict, raw_dir: str) -> None:
     """Verify the placed archive and the lists; extract the listed images; write labels.csv with
-    the setting's folds (``split0..4`` for setting A, ``fold`` for B-D)."""
+    the setting's folds (see assign)."""
     dataset, setting = dataset_cfg["name"], dataset_cfg.get("setting")
+    orientation = dataset_cfg.get("orientation")
     if setting not in SETTINGS:
         raise ConfigError(f"datasets.{dataset}.setting: {setting!r}; expected one of {sorted(SETTINGS)}")
+    if setting == "B" and orientation not in ORIENTATIONS:
+        raise ConfigError(f"datasets.{dataset}.orientation: {orientation!r}; setting B needs one of "
+                          f"{list(ORIENTATIONS)} (train on one list and test on the two others, or the reverse; "
+                          f"the lists do not say which)")
+    if setting != "B" and orientation is not None:
+        raise ConfigError(f"datasets.{dataset}.orientation: {orientation!r} applies to setting B only "
+                          f"(setting {setting})")
     sources, lists = {}, {}
     archive, sources["archive"] = obtain(dataset_cfg, "archive", "MORPH II images archive", ARCHIVE_REQUEST)
     for name in SETTINGS[setting]:
         lists[name], sources[name] = obtain(dataset_cfg, name, f"MORPH II setting {setting} list", LIST_REQUEST)
-    images, columns, seen = assign(setting, lists)
+    images, columns, seen = assign(setting, lists, orientation)
     members = image_members(archive, 1)
     missing = [k for k in images if k not in members]
     if missing:
@@ -126,6 +191,15 @@ def fetch(dataset_cfg: dict, raw_dir: str) -> None:
         rows = [{"path": f"images/{member_path(members[k])}", "label": r["label"], **{c: r[c] for c in columns}}
                 for k, r in sorted(images.items(), key=lambda kv: members[kv[0]])]
         write_labels(raw, rows, columns)
-        write_record(raw, sources, {"setting": setting, "images": len(rows), "labels": label_counts(rows)})
-    print(f"ordclip: morph2 setting {setting}: {len(rows)} images", file=sys.stderr)
+        summary = {"setting": setting, "images": len(rows), "labels": label_counts(rows)}
+        if setting == "B":
+            summary["orientation"] = orientation
+        subjects = shared_subjects(images) if setting != "A" else None
+        if subjects is not None:
+            summary.update(subjects)
+        write_record(raw, sources, summary)
+    shared = (f"; {subjects['subjects_in_several_lists']} of {subjects['subjects']} subjects "
+              f"({subjects['images_of_those_subjects']} images) are in more than one list" if subjects else "")
+    print(f"ordclip: morph2 setting {setting}"
+          + (f" ({orientation})" if orientation else "") + f": {len(rows)} images{shared}", file=sys.stderr)
 

@@ -13,5 +13,7 @@ DATASET_KINDS: dict[str, dict[str, str]] = {
     "adience": {"module": "ordclip.data.adience", "source": "fetch"},
     "hci": {"module": "ordclip.data.hci", "source": "fetch"},
     "aesthetics": {"module": "ordclip.data.aesthetics", "source": "fetch"},
+    "clap2015": {"module": "ordclip.data.clap2015", "source": "fetch"},
+    "fgnet": {"module": "ordclip.data.fgnet", "source": "fetch"},
     "csv": {"module": "ordclip.data.prepare", "source": "csv"},
 }
