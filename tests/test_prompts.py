@@ -98,3 +98,44 @@ def test_frozen_parts_stay_frozen(kind):
             assert torch.equal(p, frozen[n]), f"{n} changed"
     assert not torch.equal(method.model.prompts.context, ctx0)
     assert not torch.equal(bb.visual.conv1.weight, vis0)
+
+
+# --- OrdinalCLIP's prompt ablations (params.yaml ordinalclip_m*, *_invprop, *_tpr*, *_randctx) ------------
+
+@pytest.mark.parametrize("m", range(2, 10))
+def test_interpolation_weights_match_the_formula_for_every_ablated_m(m):
+    # OrdinalCLIP rank_prompt_learner.py:19-21,91-98 over MORPH II's 101 ranks: base j at j·(R-1)/(M-1),
+    # linear 1 - d/(R-1), inv_prop 1/(d + 1e-5), each row normalised.
+    r = 101
+    for kind in ("linear", "inv_prop"):
+        w = rank_interpolation_weights(m, r, kind)
+        for i in range(r):
+            d = [abs(i - j * (r - 1) / (m - 1)) for j in range(m)]
+            raw = [1 - x / (r - 1) if kind == "linear" else 1 / (x + 1e-5) for x in d]
+            assert w[i].tolist() == pytest.approx([x / sum(raw) for x in raw], rel=1e-5), (kind, i)
+    inv = rank_interpolation_weights(m, r, "inv_prop")
+    assert inv[0, 0] > 0.999 and inv[r - 1, m - 1] > 0.999        # a rank on a base is that base
+
+
+def test_two_tokens_per_rank_give_two_rank_tokens_in_every_prompt(backbone, tok):
+    context = "the level is"
+    n = len(tok.encode(context))
+    pl = PromptLearner(backbone.token_embedding, tok, 6, context=context, num_base_ranks=3, tokens_per_rank=2)
+    x, eot = pl()
+    assert pl.base_ranks.shape == (3, 2, 64)
+    assert eot.tolist() == [1 + n + 2 + 1] * 6                    # [SOT] ctx r_i1 r_i2 [.] [EOT]
+    ranks = pl.rank_embeddings()
+    assert ranks.shape == (6, 2, 64)
+    assert torch.equal(x[:, 1 + n:1 + n + 2], ranks)
+    assert torch.equal(x[:, 1 + n + 2], backbone.token_embedding.weight[tok.encode(".")[0]].expand(6, -1))
+    assert not torch.equal(ranks[:, 0], ranks[:, 1])              # two distinct learned tokens
+
+
+def test_random_context_is_n_ctx_vectors_with_the_official_std(backbone, tok):
+    # OrdinalCLIP plain_prompt_learner.py:231-242: init_context null -> num_context_tokens vectors, normal std 0.02
+    torch.manual_seed(0)
+    pl = PromptLearner(backbone.token_embedding, tok, 4, context=None, n_ctx=10, num_base_ranks=2)
+    assert pl.context.shape == (10, 64)
+    assert abs(pl.context.std().item() - 0.02) < 0.002 and abs(pl.context.mean().item()) < 0.002
+    x, eot = pl()
+    assert eot.tolist() == [1 + 10 + 1 + 1] * 4 and torch.equal(x[:, 1:11], pl.context.expand(4, -1, -1))

@@ -11,7 +11,7 @@ import torch
 
 from conftest import ROOT, prepare_fading
 from ordclip import layout
-from ordclip.config import apply_rank_space, load_params, run_config
+from ordclip.config import apply_rank_space, dataset_config, load_params, run_config
 from ordclip.data.loader import NORMALIZE, ImagePipeline
 from ordclip.errors import ConfigError
 from ordclip.evaluate import evaluate
@@ -20,6 +20,7 @@ from ordclip.losses import ce_loss, t2i_kl_loss
 from ordclip.methods import load
 from ordclip.metrics import mode_predictions
 from ordclip.models.backbone import create_backbone, tokenizer
+from ordclip.models.prompts import rank_interpolation_weights
 from ordclip.optim import RAdam
 from ordclip.runs import make_task
 from ordclip.train import make_optimizer, run, set_trainable
@@ -258,6 +259,91 @@ def test_rank_space_errors_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match=r"fading\.rank_spaces\.coop\.ranks: a space below .*coarse\.starts"):
         load_params([ROOT / "params.yaml", bad])
     assert apply_rank_space({"ranks": [0, 4]}, "coop") == {"ranks": [0, 4]}
+
+
+# --- OrdinalCLIP's prompt ablations (published-numbers.md §1.5, §1.6; tokens per rank) --------------
+
+TUNE_RANK = {"context": 0.0, "ranks": 1.0e-4, "image_encoder": 1.0e-4}     # tune-rank.yaml:4-5, tune-image.yaml:4
+TUNE_CTX = {"context": 1.0e-4, "ranks": 0.0, "image_encoder": 1.0e-4}      # tune-ctx.yaml:4-5
+
+
+def _ablations() -> dict[str, tuple[str, dict]]:
+    """Every CoOp / OrdinalCLIP ablation entry -> (its base entry, the keys it changes)."""
+    expected = {f"ordinalclip_m{m}": ("ordinalclip", {"num_base_ranks": m}) for m in (1, 2, 4, 5, 6, 7, 8, 9)}
+    expected |= {f"ordinalclip_m{m}_invprop": ("ordinalclip", {"num_base_ranks": m, "interpolation": "inv_prop"})
+                 for m in range(2, 10)}
+    expected |= {f"ordinalclip_tpr{t}": ("ordinalclip", {"tokens_per_rank": t}) for t in (2, 3, 4, 8)}
+    for base in ("coop", "ordinalclip"):
+        for tune, lr in (("_tune_rank", TUNE_RANK), ("_tune_ctx", TUNE_CTX), ("", None)):
+            for ctx, init in (("_randctx", False), ("", None)):
+                change = {**({"lr": lr} if lr else {}), **({"init_context": init} if init is not None else {})}
+                if change:
+                    expected[f"{base}{tune}{ctx}"] = (base, change)
+    return expected
+
+
+def test_each_prompt_ablation_entry_changes_only_its_switch():
+    expected = _ablations()
+    kinds = {n for n, m in PARAMS["methods"].items() if m["kind"] in ("coop", "ordinalclip")}
+    assert kinds == set(expected) | {"coop", "ordinalclip"}
+    assert len(expected) == 8 + 8 + 4 + 5 + 5
+    for name, (base, change) in expected.items():
+        entry, ref = PARAMS["methods"][name], PARAMS["methods"][base]
+        assert {k: entry[k] for k in change} == change, name
+        assert {k for k, v in entry.items() if ref.get(k) != v} <= set(change), name
+        assert set(entry) == set(ref), name
+    assert PARAMS["methods"]["ordinalclip"]["n_ctx"] == 10 == PARAMS["methods"]["coop"]["n_ctx"]   # default.yaml:53
+
+
+def test_prompt_ablations_build_what_they_name_on_morph():
+    """Each entry's model on MORPH II's 101 ranks (OrdinalCLIP's rank space): base ranks, interpolation,
+    tokens per rank, context from the words or 10 random vectors, CoOp's ranks from the rank words."""
+    torch.manual_seed(0)
+    bb, tok = create_backbone(TINY, None), tokenizer(TINY)
+    words = bb.token_embedding.weight[torch.tensor(tok.encode("age estimation: the age of the person is"))]
+    for name in ["coop", "ordinalclip", *_ablations()]:
+        cfg = PARAMS["methods"][name]
+        ds = apply_rank_space(dataset_config(PARAMS, "morph2"), cfg["kind"])
+        task = make_task(ds, np.array([16, 77]))
+        assert task.num_ranks == 101
+        prompts = load(cfg["kind"]).build(bb, tok, task, cfg).model.prompts
+        if cfg["init_context"]:
+            assert torch.equal(prompts.context, words), name
+        else:
+            assert prompts.context.shape == (10, 64) and prompts.context.std() < 0.05, name
+        if cfg["kind"] == "ordinalclip":
+            m, t = cfg["num_base_ranks"], cfg["tokens_per_rank"]
+            assert prompts.ranks is None and prompts.base_ranks.shape == (m, t, 64), name
+            assert torch.equal(prompts.interp, rank_interpolation_weights(m, 101, cfg["interpolation"])), name
+            assert prompts.eot.tolist() == [1 + prompts.context.shape[0] + t + 1] * 101, name
+        else:                                                    # CoOp: rank words "0".."100" (init-rank-morph.yaml)
+            ids = tok.encode("42")                               # CLIP's BPE splits digits: 2 tokens
+            assert int(prompts.rank_lengths[42]) == len(ids) == 2, name
+            assert torch.equal(prompts.ranks[42, :2], bb.token_embedding.weight[torch.tensor(ids)]), name
+
+
+@pytest.mark.parametrize("name", ["coop_tune_ctx", "coop_tune_rank_randctx", "ordinalclip_tune_ctx",
+                                  "ordinalclip_tune_rank", "ordinalclip_randctx"])
+def test_a_frozen_prompt_group_stays_bitwise_unchanged(name):
+    """Six RAdam steps (its first rectified update is step 6) with the entry's own optimizer settings:
+    the group at lr 0 is not in the optimizer and keeps its initial values bit for bit."""
+    cfg = {**PARAMS["methods"][name], "name": name}
+    method = _build(cfg["kind"], cfg, _task([0, 4], names=list("abcde")))
+    stage = method.stages()[0]
+    set_trainable(method, stage)
+    opt = make_optimizer(stage, cfg)
+    before = {g.name: [p.detach().clone() for p in g.params] for g in stage.groups}
+    torch.manual_seed(1)
+    x, y = torch.randn(6, 3, 32, 32), torch.tensor([0, 1, 1, 3, 4, 4])
+    for _ in range(6):
+        opt.zero_grad()
+        sum(method.losses(x, y, stage).values()).backward()
+        opt.step()
+    for g in stage.groups:
+        same = all(torch.equal(p, b) for p, b in zip(g.params, before[g.name]))
+        assert same == (g.lr == 0), (name, g.name)
+        assert all(p.requires_grad == (g.lr > 0) for p in g.params), (name, g.name)
+    assert {g["name"] for g in opt.param_groups} == {g.name for g in stage.groups if g.lr > 0}
 
 
 # --- end to end on the small fading set -------------------------------------------------------

@@ -75,7 +75,7 @@ def test_every_published_number_has_a_cell_of_the_paper_suite():
         groups = [g for g, ds in params["suites"]["paper"]["overall"].items() if set(ds) <= set(datasets)]
         cells |= {(d, m) for d in [*datasets, *groups] for m in methods}
     entries = published()
-    assert len(entries) == 113
+    assert len(entries) == 137
     assert [(e["dataset"], e["method"]) for e in entries if (e["dataset"], e["method"]) not in cells] == []
     by_key = {(e["dataset"], e["method"], e["metric"]): e for e in entries}
     ordinalclip = by_key[("morph2", "ordinalclip", "mae")]
@@ -85,6 +85,8 @@ def test_every_published_number_has_a_cell_of_the_paper_suite():
     assert by_key[("morph2-64shot", "baseline", "mae")]["value"] == 2.84
     assert by_key[("morph2-top20keep10", "ordinalclip", "mae")]["value"] == 3.06  # column "20-90"
     assert by_key[("morph2-top40keep20", "coop", "mae")]["value"] == 2.99  # column "40-80"
+    assert by_key[("morph2", "coop_tune_rank_randctx", "mae")]["value"] == 2.58       # §1.5, first column
+    assert by_key[("morph2", "ordinalclip_m7_invprop", "mae")]["value"] == 2.35      # §1.6, Inv. Prop, 7
     l2rclip = by_key[("adience", "l2rclip", "acc")]
     assert l2rclip["status"] == "TER" and not l2rclip["checked"]
     assert all("backbone" in e for e in entries)
