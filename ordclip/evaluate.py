@@ -82,7 +82,7 @@ def metrics_of(cfg: dict, fold: int, npz) -> tuple[dict, dict[str, int], dict, d
     # OrdinalCLIP Figure 3: fraction of prototype comparisons that obey the rank order, every span
     # (metrics.json "ordinality": the value of each selected candidate; the labels counted, and those
     # without a prototype, of the val-selected one)
-    where = f"{suite}/{dataset}/{method}/fold{fold}"
+    where = layout.run_dir(suite, dataset, method, fold)
     counted = {label: ordinality_prototypes(cfg, npz, i, where) for label, i in chosen.items()}
     result["ordinality"] = {"unit": str(npz["prototype_unit"]),
                             "labels": counted["val_selected"][1].tolist(),
