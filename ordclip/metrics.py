@@ -119,7 +119,8 @@ def cosine_similarity(prototypes) -> np.ndarray:
     if p.ndim != 2 or len(p) == 0:
         raise ValueError(f"prototypes: expected an (N, D) array with N >= 1, got shape {p.shape}")
     if not np.isfinite(p).all():
-        raise ValueError(f"prototypes: non-finite values in row(s) {np.flatnonzero(~np.isfinite(p).all(axis=1)).tolist()}")
+        bad = np.flatnonzero(~np.isfinite(p).all(axis=1)).tolist()
+        raise ValueError(f"prototypes: non-finite values in row(s) {bad}")
     norms = np.linalg.norm(p, axis=1)
     if (norms == 0).any():
         raise ValueError(f"prototypes: row(s) {np.flatnonzero(norms == 0).tolist()} have norm 0 (no direction)")

@@ -90,5 +90,6 @@ def test_outputs_without_prototypes_name_the_run():
     cfg = run_config(params, "paper", "morph2", "coop")
     npz = _npz(_arc(101), np.arange(101), "rank")
     del npz["prototypes"]
-    with pytest.raises(DataError, match=r"results/paper/runs/morph2/coop/fold2/outputs.npz: no \['prototypes'\] .*retrain"):
+    with pytest.raises(DataError,
+                       match=r"results/paper/runs/morph2/coop/fold2/outputs.npz: no \['prototypes'\] .*retrain"):
         metrics_of(cfg, 2, npz)
