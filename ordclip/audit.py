@@ -112,7 +112,7 @@ def audit_run(run_dir: Path, lock: dict | None, reload: bool, problems: list[dic
     try:
         with np.load(run_dir / "outputs.npz") as npz:
             again = metrics_of(record["config"], record["fold"], npz)[0]
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, DataError) as exc:
         problems.append({"file": str(run_dir / "outputs.npz"), "what": f"cannot be read: {exc}"})
         return metrics
     if not _same(json.loads(json.dumps(again)), metrics):

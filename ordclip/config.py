@@ -402,7 +402,9 @@ def apply_rank_space(ds: Mapping, kind: str) -> dict:
     """The dataset as a method of ``kind`` sees it: its own ranks, or the rank space
     ``rank_spaces.<kind>`` (e.g. OrdinalCLIP's 101 ranks, ages 0..100, on MORPH II) with its rank
     words. ``rank_offset`` = dataset's lowest rank label − the space's: the prepared ranks (label −
-    the dataset's lowest) plus it are the ranks of the space."""
+    the dataset's lowest) plus it are the ranks of the space. ``dataset_ranks``: the dataset's own
+    [lowest, highest] labels, the part of the space the ordinality of the prototypes counts
+    (ordclip.evaluate)."""
     space = (ds.get("rank_spaces") or {}).get(kind)
     if not space:
         return dict(ds)
@@ -411,6 +413,7 @@ def apply_rank_space(ds: Mapping, kind: str) -> dict:
     if space.get("rank_names"):
         out["rank_names"] = list(space["rank_names"])
     out["rank_offset"] = ds["ranks"][0] - space["ranks"][0]
+    out["dataset_ranks"] = list(ds["ranks"])
     return out
 
 

@@ -2,7 +2,8 @@
 
 Two selections are reported: the candidate (epoch, or C) best on validation — ours, the headline —
 and the one best on test, which is what the official OrdinalCLIP/NumCLIP code reports (its
-validation list is the test list); the latter is labelled ``test_selected``.
+validation list is the test list); the latter is labelled ``test_selected``. For both, the
+ordinality of the candidate's prototypes (OrdinalCLIP's Figure 3; ordclip.metrics.prototype_ordinality).
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import numpy as np
 
 from ordclip import layout
 from ordclip.data.splits import read_index
-from ordclip.errors import ConfigError
+from ordclip.errors import ConfigError, DataError
 from ordclip.io import atomic_path, load_numpy, write_json
-from ordclip.metrics import mode_predictions, selection_score, summarize
+from ordclip.metrics import counted_prototypes, mode_predictions, prototype_ordinality, selection_score, summarize
 
 HEADLINE = ("mae", "acc", "one_off_acc", "qwk")
 
@@ -36,6 +37,22 @@ def _report(metrics_by_mode: dict[str, dict], report: dict[str, str]) -> dict[st
     out = {"mae": metrics_by_mode[report["mae"]]["mae"]}
     out.update({k: metrics_by_mode[report["acc"]][k] for k in HEADLINE[1:]})
     return out
+
+
+PROTOTYPE_KEYS = ("prototypes", "prototype_labels", "prototype_unit")
+
+
+def ordinality_prototypes(cfg: dict, npz, index: int, where: str) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Candidate ``index``'s prototypes that the ordinality counts (ordclip.metrics.counted_prototypes):
+    per-rank prototypes of the dataset's own labels (``dataset_ranks``, set where the method runs
+    in a larger rank space, ordclip.config.apply_rank_space; else every rank), or all of NumCLIP's
+    coarse bins (unit ``bin``). ``where`` names the run in errors."""
+    missing = [k for k in PROTOTYPE_KEYS if k not in npz]
+    if missing:
+        raise DataError(f"{where}/outputs.npz: no {missing} (written by an older ordclip): retrain the run")
+    unit = str(npz["prototype_unit"])
+    label_range = cfg["dataset"].get("dataset_ranks") if unit == "rank" else None
+    return counted_prototypes(npz["prototypes"][index], npz["prototype_labels"], label_range)
 
 
 def metrics_of(cfg: dict, fold: int, npz) -> tuple[dict, dict[str, int], dict, dict]:
@@ -62,6 +79,15 @@ def metrics_of(cfg: dict, fold: int, npz) -> tuple[dict, dict[str, int], dict, d
                          "headline": _report(by_mode["test"], mcfg["report"])}
     result["test"] = result["val_selected"]["headline"]
     result["test_selected_test"] = result["test_selected"]["headline"]
+    # OrdinalCLIP Figure 3: fraction of prototype comparisons that obey the rank order, every span
+    # (metrics.json "ordinality": the value of each selected candidate; the labels counted, and those
+    # without a prototype, of the val-selected one)
+    where = layout.run_dir(suite, dataset, method, fold)
+    counted = {label: ordinality_prototypes(cfg, npz, i, where) for label, i in chosen.items()}
+    result["ordinality"] = {"unit": str(npz["prototype_unit"]),
+                            "labels": counted["val_selected"][1].tolist(),
+                            "without_prototype": counted["val_selected"][2],
+                            **{label: prototype_ordinality(c[0]) for label, c in counted.items()}}
     return result, chosen, cands, y
 
 

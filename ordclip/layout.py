@@ -78,7 +78,7 @@ def downloads_dir() -> str:
     return f"{DATA}/downloads"
 
 
-CELL_FIGURES = ("confusion", "mae_per_rank", "pred_vs_true", "curves")
+CELL_FIGURES = ("confusion", "mae_per_rank", "pred_vs_true", "curves", "prototype_similarity")
 
 
 def cell_figure(suite: str, dataset: str, method: str, name: str) -> str:

@@ -106,3 +106,77 @@ def selection_score(outputs: dict[str, np.ndarray], y, select_on: str) -> float:
     if value is None:
         return math.inf
     return value if metric == "mae" else -value
+
+
+# --- ordinality of the learned rank prototypes (OrdinalCLIP's Figure 3) ----------------------------
+
+def cosine_similarity(prototypes) -> np.ndarray:
+    """(N, N) cosine similarities S_ij = p_i · p_j / (‖p_i‖ ‖p_j‖) of (N, D) prototypes, in float64.
+
+    A prototype of norm 0 (e.g. a linear probe's rank without training images) has no direction:
+    ValueError naming its row."""
+    p = _array(prototypes)
+    if p.ndim != 2 or len(p) == 0:
+        raise ValueError(f"prototypes: expected an (N, D) array with N >= 1, got shape {p.shape}")
+    if not np.isfinite(p).all():
+        bad = np.flatnonzero(~np.isfinite(p).all(axis=1)).tolist()
+        raise ValueError(f"prototypes: non-finite values in row(s) {bad}")
+    norms = np.linalg.norm(p, axis=1)
+    if (norms == 0).any():
+        raise ValueError(f"prototypes: row(s) {np.flatnonzero(norms == 0).tolist()} have norm 0 (no direction)")
+    u = p / norms[:, None]
+    return u @ u.T
+
+
+def prototype_ordinality(prototypes, span: int | None = None) -> float | None:
+    """Fraction of prototype comparisons that obey the ordinality, as OrdinalCLIP's
+    scripts/vis_ordinality.py computes it (xk-huang/OrdinalCLIP @ ca10a20).
+
+    With S the cosine similarities of the N prototypes in rank order (lines 60-61; the script also
+    divides S by its maximum, line 62, a positive scalar that changes no comparison, so it is left
+    out here) and C = N − 1 (line 66), a comparison is an anchor i and a column j with
+    0 ≤ i ≤ j ≤ C − 1; it obeys when the anchor is strictly more similar to rank j than to the
+    next rank j + 1 (line 70, ``triu(S[:-1, :-1] > S[:-1, 1:])``):
+
+        O_s = (1 / |M_s|) · Σ_{(i, j) ∈ M_s} [S_ij > S_i,j+1],
+        M_s = {(i, j) : 0 ≤ i ≤ j ≤ C − 1, j − i < s}                          (lines 71-77)
+
+    So only the anchor's right side counts (higher ranks; by the symmetry of S the left side is the
+    same set of triples seen from the other end), ties count as violations (strict >), and the
+    comparisons j = i (an anchor against its right neighbour, S_ii = 1 > S_i,i+1 unless the two are
+    parallel) are included: unrelated random prototypes score about 1/2 + 1/(C + 1), not 1/2.
+    The script reports every span s in 1, 2, 4, …, 2^⌊log2 C⌋ and s = C (lines 67-68);
+    ``span`` None is s = C, every comparison, |M_C| = C(C + 1)/2: the percentage of "prototype
+    pairs that obey the ordinality" (project page, Figure 3) is taken to be this one (the page
+    does not say which span; our reading). None where there is no comparison (N < 2).
+    """
+    s_mat = cosine_similarity(prototypes)
+    c = len(s_mat) - 1
+    if c < 1:
+        return None
+    span = c if span is None else span
+    if not isinstance(span, (int, np.integer)) or span < 1:
+        raise ValueError(f"span: expected an integer >= 1, got {span!r}")
+    i, j = np.triu_indices(c)
+    keep = (j - i) < span
+    obeys = s_mat[i[keep], j[keep]] > s_mat[i[keep], j[keep] + 1]
+    return float(obeys.mean())
+
+
+def counted_prototypes(prototypes, labels, label_range: tuple[int, int] | list[int] | None
+                       ) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """The prototypes the ordinality counts, in label order: those whose label lies in
+    ``label_range`` (the dataset's own labels inside a method's larger rank space, e.g. ages 16..77
+    of OrdinalCLIP's 0..100 on MORPH II; None: every row), less the rows of norm 0 (a linear
+    probe's rank without a training image: no prototype). Returns (prototypes, labels, labels of
+    the dropped norm-0 rows)."""
+    p, labels = _array(prototypes), np.asarray(labels, dtype=np.int64)
+    if p.ndim != 2 or len(p) != len(labels):
+        raise ValueError(f"prototypes: shape {p.shape} does not match {len(labels)} labels")
+    if np.any(np.diff(labels) <= 0):
+        raise ValueError(f"prototype labels must increase strictly, got {labels.tolist()[:8]}…")
+    inside = np.ones(len(labels), dtype=bool) if label_range is None else \
+        (labels >= label_range[0]) & (labels <= label_range[1])
+    empty = inside & (np.linalg.norm(p, axis=1) == 0)
+    keep = inside & ~empty
+    return p[keep], labels[keep], labels[empty].tolist()

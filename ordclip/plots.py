@@ -2,7 +2,8 @@
 
 Test predictions (predictions.csv) are pooled over the folds; the prediction mode of each figure is
 the one the table reports (metrics.json ``report``: ``mae`` for MAE, ``acc`` for the hard-rank
-metrics). Training curves come from each fold's log.jsonl. Figures are drawn with matplotlib's Agg
+metrics). Training curves come from each fold's log.jsonl. The prototype similarity matrix is the
+first fold's (outputs.npz, its val-selected candidate). Figures are drawn with matplotlib's Agg
 canvas (no display, no global pyplot state) and written atomically.
 """
 
@@ -21,7 +22,8 @@ from matplotlib.figure import Figure
 
 from ordclip import layout
 from ordclip.errors import DataError
-from ordclip.io import atomic_path
+from ordclip.io import atomic_path, verified_input
+from ordclip.metrics import cosine_similarity
 
 FIGSIZE, DPI = (5.0, 4.0), 100
 MAX_TICKS = 15
@@ -40,10 +42,45 @@ class CellRuns:
     logs: list[list[dict]]
     selected: list[int]
     select_on: str
+    prototypes: "CellPrototypes"
 
     @property
     def num_ranks(self) -> int:
         return len(self.rank_labels)
+
+
+@dataclass
+class CellPrototypes:
+    """The first fold's val-selected prototypes that its ordinality counts, with their tick labels,
+    and each fold's ordinality (metrics.json)."""
+
+    fold: int
+    vectors: np.ndarray
+    labels: list[str]
+    unit: str
+    ordinality: list[float | None]
+
+
+def load_prototypes(cfg: dict, fold: int, index: int, ordinality: list[float | None]) -> CellPrototypes:
+    """Fold ``fold``'s prototypes of candidate ``index`` (outputs.npz), those the ordinality counts
+    (ordclip.evaluate.ordinality_prototypes); ticks are the rank names where the dataset has them."""
+    from ordclip.evaluate import ordinality_prototypes
+
+    run_dir = layout.run_dir(cfg["suite"], cfg["dataset"]["name"], cfg["method"]["name"], fold)
+    path = verified_input(f"{run_dir}/outputs.npz", "train")
+    with np.load(path) as npz:
+        if "prototypes" in npz and len(npz["prototypes"]) <= index:
+            raise DataError(f"{path}: {len(npz['prototypes'])} candidates' prototypes, metrics.json selects "
+                            f"candidate {index}")
+        vectors, labels, _ = ordinality_prototypes(cfg, npz, index, run_dir)
+        unit = str(npz["prototype_unit"])
+    ds = cfg["dataset"]
+    names = ds.get("rank_names")
+    if unit == "rank" and names and ds.get("ranks"):
+        ticks = [str(names[v - ds["ranks"][0]]) for v in labels]
+    else:
+        ticks = [f"≥{v}" if unit == "bin" else str(v) for v in labels]
+    return CellPrototypes(fold=fold, vectors=vectors, labels=ticks, unit=unit, ordinality=ordinality)
 
 
 def _read_json(path: str) -> dict:
@@ -102,7 +139,7 @@ def load_cell_runs(job: dict) -> CellRuns:
     """Read every fold's metrics.json, predictions.csv and log.jsonl of a cell (ordclip.jobs.job_config "cell")."""
     cfg = job["run"]
     suite, dataset, method = cfg["suite"], cfg["dataset"]["name"], cfg["method"]["name"]
-    frames, logs, selected, report, select_on = [], [], [], None, None
+    frames, logs, selected, report, select_on, ordinality = [], [], [], None, None, []
     for k in job["folds"]:
         run = partial(layout.run_file, suite, dataset, method, k)
         metrics = _read_json(run("metrics.json"))
@@ -114,14 +151,18 @@ def load_cell_runs(job: dict) -> CellRuns:
         frames.append(df.assign(fold=k))
         logs.append(_read_log(run("log.jsonl")))
         selected.append(int(metrics["val_selected"]["index"]))
+        if "ordinality" not in metrics:
+            raise DataError(f"{run('metrics.json')}: no 'ordinality' (written by an older ordclip): rerun evaluate")
+        ordinality.append(metrics["ordinality"]["val_selected"])
     df = pd.concat(frames, ignore_index=True)
     pred = {m: df[f"pred_{m}"].to_numpy(np.float64) for m in dict.fromkeys(report.values())}
     y = df["rank"].to_numpy(np.int64)
     hard = np.rint(pred[report["acc"]])
     where = layout.run_file(suite, dataset, method, "*", "predictions.csv")
     labels = rank_labels(cfg["dataset"], df["label"].to_numpy(), y, hard, where)
+    protos = load_prototypes(cfg, job["folds"][0], selected[0], ordinality)
     return CellRuns(title=f"{dataset} / {method}", y=y, pred=pred, fold=df["fold"].to_numpy(), report=report,
-                    rank_labels=labels, logs=logs, selected=selected, select_on=select_on)
+                    rank_labels=labels, logs=logs, selected=selected, select_on=select_on, prototypes=protos)
 
 
 # --- numbers behind the figures ----------------------------------------------------------------
@@ -362,8 +403,33 @@ def plot_curves(runs: CellRuns, path: str | Path) -> dict:
     return series
 
 
+def plot_prototype_similarity(runs: CellRuns, path: str | Path) -> np.ndarray:
+    """Cosine similarity of the first fold's rank prototypes (its val-selected candidate), in rank
+    order, as OrdinalCLIP's Figure 3 draws them; the title gives that fold's ordinality and the
+    mean over folds. Returns the similarity matrix."""
+    p = runs.prototypes
+    sim = cosine_similarity(p.vectors)
+    fig = _figure()
+    ax = fig.add_subplot()
+    im = ax.imshow(sim, cmap="viridis", origin="upper", interpolation="nearest")
+    fig.colorbar(im, ax=ax, shrink=0.8, label="cosine similarity")
+    _rank_ticks(ax.xaxis, p.labels, rotate=True)
+    _rank_ticks(ax.yaxis, p.labels, rotate=False)
+    what = "coarse bin" if p.unit == "bin" else "rank"
+    ax.set_xlabel(f"{what} prototype", fontsize=8)
+    ax.set_ylabel(f"{what} prototype", fontsize=8)
+    values = [v for v in p.ordinality if v is not None]
+    first = "–" if p.ordinality[0] is None else f"{p.ordinality[0]:.1%}"
+    mean = f"{np.mean(values):.1%}" if values else "–"
+    ax.set_title(f"{runs.title}: prototype similarity, fold {p.fold}\n"
+                 f"ordinality {first} (mean of {len(p.ordinality)} folds {mean})", fontsize=9)
+    _save(fig, path)
+    return sim
+
+
 FIGURES = {"confusion": plot_confusion, "mae_per_rank": plot_mae_per_rank,
-           "pred_vs_true": plot_pred_vs_true, "curves": plot_curves}
+           "pred_vs_true": plot_pred_vs_true, "curves": plot_curves,
+           "prototype_similarity": plot_prototype_similarity}
 
 
 def write_cell_figures(job: dict) -> dict[str, str]:

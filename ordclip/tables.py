@@ -22,6 +22,9 @@ CELL_METRICS = {
     "qwk": ("test", "qwk"),
     "mae_test_selected": ("test_selected_test", "mae"),
     "acc_test_selected": ("test_selected_test", "acc"),
+    # fraction of the val-selected candidate's prototype comparisons that obey the rank order
+    # (ordclip.metrics.prototype_ordinality; OrdinalCLIP's Figure 3)
+    "ordinality": ("ordinality", "val_selected"),
 }
 TABLE_COLUMNS = ["suite", "dataset", "method", "metric", "mean", "std", "n_folds"]
 

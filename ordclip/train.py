@@ -1,7 +1,8 @@
 """The generic training loop for every method, and fitting of the feature-based methods.
 
 A run writes model.pt (the validation-selected weights), outputs.npz (val and test outputs of
-every candidate: each epoch, or each C of a linear probe), log.jsonl and run.json. Training
+every candidate: each epoch, or each C of a linear probe; and each candidate's prototypes, the
+per-rank vectors it scores images against), log.jsonl and run.json. Training
 checkpoints to resume.pt at the end of an epoch once ``checkpoint_minutes`` (a suite setting,
 default 5) have passed since the last checkpoint (with a sha256 of its content; deleted once every
 output is in place) and resumes from it; same seed, same result, however often it checkpoints. On SIGTERM or
@@ -34,7 +35,7 @@ from ordclip.errors import ConfigError, Preempted
 from ordclip.evaluate import select
 from ordclip.io import atomic_path, clean_temporaries, load_numpy, sha256_file, write_json, write_text
 from ordclip.methods import METHODS, load
-from ordclip.methods.base import Stage
+from ordclip.methods.base import Stage, Task
 from ordclip.metrics import mode_predictions, selection_score, summarize
 from ordclip.models.backbone import create_backbone, tokenizer
 from ordclip.optim import RAdam
@@ -174,6 +175,29 @@ class Progress:
         self.last = time.time()
 
 
+def prototype_labels(unit: str, task: Task, count: int) -> np.ndarray:
+    """The label of each of ``count`` prototype rows: ``rank`` r is label min_label + r (the method's
+    rank space), NumCLIP's ``bin`` k its start label (coarse.starts)."""
+    if unit == "rank":
+        labels = task.min_label + np.arange(task.num_ranks)
+    elif unit == "bin" and task.coarse is not None:
+        labels = np.asarray(task.coarse["starts"])
+    else:
+        raise ConfigError(f"prototype unit {unit!r}: expected rank, or bin with coarse bins")
+    if len(labels) != count:
+        raise ConfigError(f"{count} prototypes for {len(labels)} {unit}s ({labels.tolist()[:5]}…)")
+    return labels.astype(np.int64)
+
+
+@torch.no_grad()
+def prototypes_of(method) -> np.ndarray:
+    """(P, D) the method's prototypes (method.prototypes()) in float32: computed outside autocast
+    even when images are scored in bf16 (our choice: bf16 rounding would make ties, which the
+    ordinality counts as violations)."""
+    method.eval()
+    return method.prototypes().float().cpu().numpy()
+
+
 def _quick_metrics(outputs: dict[str, np.ndarray], y: np.ndarray) -> dict:
     return {mode: summarize(pred, y) for mode, pred in mode_predictions(outputs).items()}
 
@@ -212,9 +236,13 @@ def _train_epoch(method, stage, part, pipeline, opt, gen, batch_size, amp, bar, 
     return {k: float(v) / n for k, v in sums.items()}, None
 
 
-def _write_outputs(path: Path, names: list[str], parts: dict[str, dict], per_part: dict[str, list[dict]]) -> None:
-    """outputs.npz: candidate names, and per part the dataset indices, ranks and stacked outputs."""
-    arrays = {"candidates": np.array(names)}
+def _write_outputs(path: Path, names: list[str], parts: dict[str, dict], per_part: dict[str, list[dict]],
+                   prototypes: list[np.ndarray], labels: np.ndarray, unit: str) -> None:
+    """outputs.npz: candidate names; per part the dataset indices, ranks and stacked outputs; and
+    ``prototypes`` (candidates, P, D) with ``prototype_labels`` (P,) and ``prototype_unit``
+    (rank | bin), from which evaluate computes the ordinality (ordclip.metrics.prototype_ordinality)."""
+    arrays = {"candidates": np.array(names), "prototypes": np.stack(prototypes).astype(np.float32),
+              "prototype_labels": labels, "prototype_unit": np.array(unit)}
     for part in ("val", "test"):
         arrays[f"{part}_index"] = parts[part]["index"]
         arrays[f"{part}_y"] = parts[part]["y"]
@@ -279,8 +307,11 @@ def _fit_features(cfg: dict, paths: dict[str, str], out: Path) -> None:
                 "test": _quick_metrics(c["test"], parts["test"][1])} for i, c in enumerate(candidates)]
     _write_log(out / "log.jsonl", history)
     fold_parts = {p: {"index": split[p], "y": parts[p][1]} for p in ("val", "test")}
+    # prototypes: each candidate's weight rows (zero-shot: the rank prompts' text features ×
+    # exp(logit_scale); linear probe: its class weights, 0 for a rank without training images)
     _write_outputs(out / "outputs.npz", [c["name"] for c in candidates], fold_parts,
-                   {p: [c[p] for c in candidates] for p in ("val", "test")})
+                   {p: [c[p] for c in candidates] for p in ("val", "test")}, [h["weight"] for h in heads],
+                   prototype_labels("rank", task, len(heads[0]["weight"])), "rank")
     state = {k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in heads[best].items()}
     with atomic_path(out / "model.pt") as tmp:
         torch.save({"format": "ordclip-run/1", "method": cfg["method"], "candidate": candidates[best]["name"],
@@ -310,7 +341,7 @@ RESUME_MAGIC = b"ordclip-resume/2 sha256="
 
 def _save_resume(path: Path, identity: dict, at: tuple[int, int], method, names: list[str], opt, sched,
                  gen: torch.Generator, history: list[dict], best: dict, per_part: dict[str, list[dict]],
-                 partial: dict | None = None) -> None:
+                 protos: list[np.ndarray], partial: dict | None = None) -> None:
     """Write resume.pt atomically: the state from which training continues at stage/epoch ``at``
     (and, with ``partial``, at that step inside the epoch). ``opt``/``sched`` None: a new stage.
 
@@ -325,6 +356,7 @@ def _save_resume(path: Path, identity: dict, at: tuple[int, int], method, names:
         "torch_rng": torch.get_rng_state(), "history": history, "best": best,
         "outputs": {p: [{k: torch.from_numpy(v) for k, v in o.items()} for o in lst]
                     for p, lst in per_part.items()},
+        "prototypes": [torch.from_numpy(p) for p in protos],
         "partial": partial,
     }, buf)
     payload = buf.getvalue()
@@ -415,6 +447,7 @@ def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path, stop: 
 
     history: list[dict] = []
     per_part: dict[str, list[dict]] = {"val": [], "test": []}
+    protos: list[np.ndarray] = []
     best = {"score": math.inf, "candidate": -1, "state": None}
     start_stage, start_epoch, opt_state, sched_state, partial = 0, 0, None, None, None
     resume_path = out / RESUME_FILE
@@ -423,6 +456,7 @@ def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path, stop: 
         method.load_state_dict(ckpt["model"], strict=False)
         history, best = ckpt["history"], ckpt["best"]
         per_part = {p: [{k: v.numpy() for k, v in o.items()} for o in lst] for p, lst in ckpt["outputs"].items()}
+        protos = [p.numpy() for p in ckpt["prototypes"]]
         start_stage, start_epoch = ckpt["stage"], ckpt["stage_epoch"]
         opt_state, sched_state = ckpt["optimizer"], ckpt["scheduler"]
         gen.set_state(ckpt["generator"])
@@ -457,13 +491,14 @@ def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path, stop: 
                                            stop, partial)
             if partial is not None:
                 _save_resume(resume_path, identity, (si, epoch), method, names, opt, sched, gen, history, best,
-                             per_part, partial)
+                             per_part, protos, partial)
                 raise Preempted(stop[0], str(resume_path))
             sched.step()
             val = predict_part(method, parts["val"], pipeline, amp)
             test = predict_part(method, parts["test"], pipeline, amp)
             per_part["val"].append(val)
             per_part["test"].append(test)
+            protos.append(prototypes_of(method))
             score = selection_score(val, y_val, mcfg["select_on"])
             candidate = len(history)
             if score < best["score"]:
@@ -480,7 +515,7 @@ def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path, stop: 
             saved = time.monotonic() - last_save >= checkpoint_seconds
             if saved:
                 _save_resume(resume_path, identity, nxt, method, names, opt if nxt[0] == si else None,
-                             sched if nxt[0] == si else None, gen, history, best, per_part)
+                             sched if nxt[0] == si else None, gen, history, best, per_part, protos)
                 last_save = time.monotonic()
             # printed once the epoch's log (and checkpoint, when one was due) is in place
             bar.line(f"{stage.name} epoch {epoch + 1}/{stage.epochs} loss "
@@ -491,14 +526,16 @@ def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path, stop: 
             leaving = nxt[0] < len(stages) and (stopping or (stop_after is not None and epochs_this_call >= stop_after))
             if leaving and not saved:
                 _save_resume(resume_path, identity, nxt, method, names, opt if nxt[0] == si else None,
-                             sched if nxt[0] == si else None, gen, history, best, per_part)
+                             sched if nxt[0] == si else None, gen, history, best, per_part, protos)
             if leaving:
                 if stopping:
                     raise Preempted(stop[0], str(resume_path))
                 return None
     _write_log(out / "log.jsonl", history)  # again: a run resumed after its last epoch has no log yet
     fold_parts = {p: {"index": parts[p].index, "y": parts[p].ranks.cpu().numpy()} for p in ("val", "test")}
-    _write_outputs(out / "outputs.npz", [h["name"] for h in history], fold_parts, per_part)
+    unit = method.prototype_unit
+    _write_outputs(out / "outputs.npz", [h["name"] for h in history], fold_parts, per_part, protos,
+                   prototype_labels(unit, task_for(cfg), len(protos[0])), unit)
     with atomic_path(out / "model.pt") as tmp:
         torch.save({"format": "ordclip-run/1", "method": mcfg, "candidate": history[best["candidate"]]["name"],
                     "state": best["state"]}, tmp)

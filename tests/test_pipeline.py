@@ -160,7 +160,7 @@ def test_reduced_demo_suite(repo_copy):
                         "--configfile", "reduced.yaml")
     assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
     html = (repo_copy / "results/report.html").read_text()
-    for figure in ("confusion", "mae_per_rank", "pred_vs_true", "curves"):
+    for figure in ("confusion", "mae_per_rank", "pred_vs_true", "curves", "prototype_similarity"):
         assert html.count(f"results/demo/cells/fading/numclip/{figure}.png") >= 1
         assert (repo_copy / f"results/demo/cells/blur/zeroshot/{figure}.png").read_bytes()[:4] == b"\x89PNG"
     assert html.count("Confusion matrix of <strong>coop</strong> on <strong>counting</strong>") == 1

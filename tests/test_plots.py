@@ -11,6 +11,7 @@ from ordclip import layout, plots
 from ordclip.config import load_params
 from ordclip.jobs import job_config
 from ordclip.errors import DataError
+from ordclip.metrics import prototype_ordinality
 from ordclip.tables import make_cell
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -44,6 +45,14 @@ def _log(method: str, fold: int) -> list[dict]:
              "test": {m: _metric(2.0 + i) for m in ("exp", "max")}} for i, n in enumerate(names)]
 
 
+def _prototypes(method: str, fold: int) -> np.ndarray:
+    """(candidates, 5, 3) prototypes per fold: the fading ranks on an arc (fold 0), ranks 3 and 4
+    swapped (fold 1)."""
+    angles = np.radians([0, 20, 40, 60, 80]) if fold == 0 else np.radians([0, 20, 40, 80, 60])
+    rows = np.stack([np.cos(angles), np.sin(angles), np.zeros(5)], axis=1)
+    return np.stack([rows * (i + 1) for i in range(len(_log(method, fold)))])
+
+
 def _write_runs(method: str, folds=FOLDS, selected: int = 1) -> None:
     for k, rows in enumerate(folds):
         run = Path(layout.run_dir("demo", "fading", method, k))
@@ -52,10 +61,19 @@ def _write_runs(method: str, folds=FOLDS, selected: int = 1) -> None:
         lines += [f"{i},img{i}.png,{r},{r},{e},{m}" for i, (r, e, m) in enumerate(rows)]
         (run / "predictions.csv").write_text("\n".join(lines) + "\n")
         index = min(selected, len(_log(method, k)) - 1)
+        # ordinality as evaluate writes it for these prototypes: 1 (fold 0); 7/10 (fold 1: of the 10
+        # comparisons S(i,j) > S(i,j+1), j >= i, the three S(i,3) > S(i,4), i = 0..2, fail: rank 4 at 60°
+        # is nearer every lower rank than rank 3 at 80°)
+        value = prototype_ordinality(_prototypes(method, k)[index])
         metrics = {"select_on": "mae_exp", "report": {"mae": "exp", "acc": "max"},
                    "val_selected": {"candidate": "x", "index": index}, "test": _metric(1.0),
-                   "test_selected_test": _metric(1.0)}
+                   "test_selected_test": _metric(1.0),
+                   "ordinality": {"unit": "rank", "labels": [0, 1, 2, 3, 4], "without_prototype": [],
+                                  "val_selected": value, "test_selected": value}}
         (run / "metrics.json").write_text(json.dumps(metrics))
+        np.savez(run / "outputs.npz", candidates=np.array([e["name"] for e in _log(method, k)]),
+                 prototypes=_prototypes(method, k).astype(np.float32), prototype_labels=np.arange(5),
+                 prototype_unit=np.array("rank"))
         (run / "log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in _log(method, k)))
 
 
@@ -87,10 +105,14 @@ def test_rank_labels_are_names_or_label_values():
         plots.rank_labels({}, np.array([1, 5]), np.array([0, 1]), np.array([0, 1]), "p")
 
 
-def test_make_cell_writes_the_json_and_four_figures(in_tmp, params):
+def test_make_cell_writes_the_json_and_its_figures(in_tmp, params):
     _write_runs("coop")
     make_cell(job_config(params, "cell", suite="demo", dataset="fading", method="coop"))
-    assert json.loads(Path(layout.cell_file("demo", "fading", "coop")).read_text())["n_folds"] == 2
+    cell = json.loads(Path(layout.cell_file("demo", "fading", "coop")).read_text())
+    assert cell["n_folds"] == 2
+    assert cell["metrics"]["ordinality"]["values"] == [1.0, pytest.approx(0.7)]
+    assert cell["metrics"]["ordinality"]["mean"] == pytest.approx(0.85)
+    assert len(layout.CELL_FIGURES) == 5 and "prototype_similarity" in layout.CELL_FIGURES
     for name in layout.CELL_FIGURES:
         path = layout.cell_figure("demo", "fading", "coop", name)
         assert _png_size(path) == (500, 400), name
@@ -113,11 +135,14 @@ def test_figure_numbers_equal_a_hand_count(in_tmp, params):
     assert mae[4] == pytest.approx((0.6 + 0.0) / 2)
     scatter = plots.plot_pred_vs_true(runs, in_tmp / "p.png")
     assert scatter["n"] == 11 and scatter["mean_prediction"][2] == pytest.approx((2.6 + 2.2 + 1.6) / 3)
+    sim = plots.plot_prototype_similarity(runs, in_tmp / "s.png")   # fold 0's selected candidate
+    assert sim.shape == (5, 5) and sim[0, 4] == pytest.approx(np.cos(np.radians(80)))
+    assert runs.prototypes.labels == FADING and runs.prototypes.ordinality == [1.0, pytest.approx(0.7)]
     curves = plots.plot_curves(runs, in_tmp / "t.png")
     assert curves["kind"] == "epochs" and curves["x"] == ["coop epoch 1", "coop epoch 2", "coop epoch 3"]
     assert curves["loss"]["ce"][1] == pytest.approx([1.6, 1.3, 1.0])
     assert curves["val_mae"][0] == pytest.approx([1.2, 1.0, 0.8])
-    for name in ("c", "m", "p", "t"):
+    for name in ("c", "m", "p", "s", "t"):
         _png_size(in_tmp / f"{name}.png")
 
 

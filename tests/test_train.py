@@ -12,6 +12,7 @@ from ordclip import layout
 from ordclip.config import load_params, run_config
 from ordclip.jobs import job_config
 from ordclip.evaluate import evaluate
+from ordclip.metrics import cosine_similarity, prototype_ordinality
 from ordclip.train import load_trained, predict_part, run
 
 SMALL = """
@@ -19,10 +20,14 @@ datasets: {fading: {per_rank: 12}}
 suites:
   demo:
     datasets: [fading]
+    methods: [zeroshot, linear_probe, baseline, coop, ordinalclip, l2rclip, numclip]
     folds: 1
     overrides:
       ordinalclip: {epochs: 3, batch_size: 16}
       coop: {epochs: 1, batch_size: 16}
+      baseline: {epochs: 1, batch_size: 16}
+      l2rclip: {stage1: {epochs: 1}, stage2: {epochs: 1}, batch_size: 16}
+      numclip: {epochs: 1, batch_size: 16}
 """
 
 
@@ -98,6 +103,43 @@ def test_feature_methods_and_evaluate(small, monkeypatch, method):
     n_test = len(_outputs(run_dir)["test_y"])
     assert len((run_dir / "predictions.csv").read_text().splitlines()) == n_test + 1
     assert torch.load(run_dir / "model.pt", weights_only=True)["state"]["weight"].shape[0] == 5
+
+
+@pytest.mark.parametrize("method", ["zeroshot", "linear_probe", "baseline", "coop", "ordinalclip", "l2rclip",
+                                    "numclip"])
+def test_every_method_records_its_prototypes_and_their_ordinality(small, monkeypatch, method):
+    """outputs.npz holds each candidate's prototypes (5 ranks of fading; NumCLIP: its 5 coarse bins,
+    here the 5 levels), and metrics.json their ordinality; the val-selected candidate's prototypes
+    are the trained model's (image methods: reloaded from model.pt; zero-shot: the prompt features)."""
+    root, params = small
+    monkeypatch.chdir(root)
+    assert run(job_config(params, "train", suite="demo", dataset="fading", method=method, fold=0))
+    evaluate(job_config(params, "evaluate", suite="demo", dataset="fading", method=method, fold=0))
+    run_dir = root / layout.run_dir("demo", "fading", method, 0)
+    out = _outputs(run_dir)
+    k = len(out["candidates"])
+    assert out["prototypes"].shape[:2] == (k, 5) and out["prototypes"].dtype == np.float32
+    assert out["prototype_labels"].tolist() == [0, 1, 2, 3, 4]
+    assert str(out["prototype_unit"]) == ("bin" if method == "numclip" else "rank")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    o = metrics["ordinality"]
+    assert o["labels"] == [0, 1, 2, 3, 4] and o["without_prototype"] == [] and o["unit"] == str(out["prototype_unit"])
+    chosen = out["prototypes"][metrics["val_selected"]["index"]]
+    assert o["val_selected"] == prototype_ordinality(chosen)
+    assert o["test_selected"] == prototype_ordinality(out["prototypes"][metrics["test_selected"]["index"]])
+    assert 0.0 <= o["val_selected"] <= 1.0 and round(o["val_selected"] * 10) == o["val_selected"] * 10  # of 10
+    cfg = run_config(params, "demo", "fading", method)
+    if method in ("zeroshot", "linear_probe"):
+        head = torch.load(run_dir / "model.pt", weights_only=True)["state"]["weight"].numpy()
+        np.testing.assert_array_equal(chosen, head)
+    if method == "zeroshot":
+        text = np.load(layout.features("demo", "fading"))["text_features"]
+        np.testing.assert_allclose(cosine_similarity(chosen), cosine_similarity(text), atol=1e-6)
+    elif method != "linear_probe":
+        trained = load_trained(cfg, run_dir / "model.pt", layout.backbone_weights("tiny"))
+        with torch.no_grad():
+            again = trained.prototypes().numpy()
+        np.testing.assert_allclose(chosen, again, rtol=1e-5, atol=1e-6)
 
 
 def test_progress_is_written_as_whole_lines(capsys):

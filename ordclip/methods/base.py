@@ -77,6 +77,8 @@ class PromptMethod(nn.Module):
     """Shared body of prompt-learning methods (CoOp, OrdinalCLIP): a RankTextModel, one stage
     training context, ranks and image encoder."""
 
+    prototype_unit = "rank"  # one prototype per rank (ordclip.train.prototype_labels)
+
     def __init__(self, backbone: nn.Module, prompts: PromptLearner, cfg: dict) -> None:
         super().__init__()
         self.model = RankTextModel(backbone, prompts)
@@ -97,6 +99,11 @@ class PromptMethod(nn.Module):
 
     def eval_state(self) -> torch.Tensor:
         """Rank text features, computed once per evaluation pass."""
+        return self.model.text_features()
+
+    def prototypes(self) -> torch.Tensor:
+        """(R, D) what images are scored against: the normalised rank text features (after
+        RankFormer where the prompts have one)."""
         return self.model.text_features()
 
     def predict(self, images: torch.Tensor, state: torch.Tensor | None = None) -> dict[str, torch.Tensor]:

@@ -25,6 +25,8 @@ SCALE = 100.0  # baseline.py:47, a fixed logit scale
 
 
 class LinearBaseline(nn.Module):
+    prototype_unit = "rank"
+
     def __init__(self, backbone: nn.Module, num_ranks: int, cfg: dict) -> None:
         super().__init__()
         self.backbone = backbone
@@ -44,6 +46,10 @@ class LinearBaseline(nn.Module):
 
     def eval_state(self) -> None:
         return None
+
+    def prototypes(self) -> torch.Tensor:
+        """(R, D) the cosine head's normalised weight rows, what images are scored against."""
+        return F.normalize(self.head, dim=-1)
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         f = F.normalize(self.backbone.encode_image(images), dim=-1)

@@ -64,6 +64,9 @@ class SSRRegressor(nn.Module):
 
 
 class NumCLIP(PromptMethod):
+    # its text features are one per coarse bin (5), not per rank: prototypes() gives those
+    prototype_unit = "bin"
+
     def __init__(self, backbone: nn.Module, prompts: PromptLearner, task: Task, cfg: dict) -> None:
         super().__init__(backbone, prompts, cfg)
         coarse = task.coarse

@@ -13,6 +13,7 @@ CELL_FIGURE_LABELS = {
     "mae_per_rank": "MAE per rank",
     "pred_vs_true": "predicted vs true",
     "curves": "training curves",
+    "prototype_similarity": "prototype similarity",
 }
 
 
@@ -21,7 +22,7 @@ rule cell:
         lambda wc: [
             L.run_file(wc.suite, wc.dataset, wc.method, k, name)
             for k in range(n_folds(config, wc.suite, wc.dataset))
-            for name in ("metrics.json", "predictions.csv", "log.jsonl")
+            for name in ("metrics.json", "predictions.csv", "log.jsonl", "outputs.npz")
         ],
     output:
         cell=L.cell_file("{suite}", "{dataset}", "{method}"),
