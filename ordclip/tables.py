@@ -107,7 +107,8 @@ def read_cells(suite: str, datasets: list[str], methods: list[str],
 PUBLISHED = Path(__file__).with_name("published.yaml")
 
 
-STATUSES = ("FT-IMG", "FT-ABS", "MAINT", "USER", "SEC", "TER")
+STATUSES = ("FT-IMG", "FT-PAGE", "FT-ABS", "MAINT", "USER", "SEC", "TER")
+PUBLISHED_METRICS = {"mae": "MAE", "acc": "Acc", "ordinality": "Ordinality"}  # acc, ordinality: percent
 
 
 def published(path: str | Path = PUBLISHED) -> list[dict]:
@@ -115,9 +116,9 @@ def published(path: str | Path = PUBLISHED) -> list[dict]:
     entries = yaml.safe_load(Path(path).read_text()) or []
     for i, e in enumerate(entries):
         missing = {"dataset", "method", "metric", "value", "source", "status", "checked"} - set(e)
-        if missing or e["metric"] not in ("mae", "acc") or e["status"] not in STATUSES:
+        if missing or e["metric"] not in PUBLISHED_METRICS or e["status"] not in STATUSES:
             raise ConfigError(f"{path}: entry {i} ({e.get('dataset')}/{e.get('method')}): missing {sorted(missing)}, "
-                              f"or metric not mae|acc, or status not one of {'|'.join(STATUSES)}")
+                              f"or metric not {'|'.join(PUBLISHED_METRICS)}, or status not one of {'|'.join(STATUSES)}")
     return entries
 
 
@@ -129,18 +130,18 @@ def comparison(df: pd.DataFrame, entries: list[dict]) -> str:
              "paper's backbone | source |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for e in entries:
-        scale = 100 if e["metric"] == "acc" else 1
+        scale = 1 if e["metric"] == "mae" else 100
         got = {}
         for key, metric in (("val", e["metric"]), ("test", f"{e['metric']}_test_selected")):
             row = df[(df.dataset == e["dataset"]) & (df.method == e["method"]) & (df.metric == metric)]
             got[key] = None if row.empty or pd.isna(row["mean"].iloc[0]) else row["mean"].iloc[0] * scale
         if got["val"] is None:
             continue
-        unit = " %" if e["metric"] == "acc" else ""
+        unit = "" if e["metric"] == "mae" else " %"
         mark = "" if e["checked"] else " †"
         std = f" ± {e['std']:.2f}" if e.get("std") is not None else ""
         test = "–" if got["test"] is None else f"{got['test']:.2f}{unit}"
-        lines.append(f"| {e['dataset']} | {e['method']} | {e['metric'].upper() if scale == 1 else 'Acc'} | "
+        lines.append(f"| {e['dataset']} | {e['method']} | {PUBLISHED_METRICS[e['metric']]} | "
                      f"{e['value']:.2f}{std}{unit}{mark} | {got['val']:.2f}{unit} | {got['val'] - e['value']:+.2f} | "
                      f"{test} | {e['status']} | {' '.join(str(e.get('backbone', '–')).split())} | "
                      f"{' '.join(e['source'].split())} |")

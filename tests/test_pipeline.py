@@ -27,8 +27,11 @@ suites:
       shift: {methods: [baseline, ordinalclip], shift: {top_classes: [2], keep_percent: [20]}}
       fewshot_levels: {datasets: [fading], methods: [linear_probe, numclip], shots: [1]}
       backbones: {methods: [zeroshot, coop]}
+      prompts: {methods: [coop_tune_ctx, ordinalclip_m2_invprop]}
     overrides:
       baseline: {epochs: 2}
+      coop_tune_ctx: {epochs: 2}
+      ordinalclip_m2_invprop: {epochs: 2}
       coop: {epochs: 2}
       ordinalclip: {epochs: 2}
       ordinalclip_m1: {epochs: 2}
@@ -38,7 +41,7 @@ suites:
       numclip_plain_ce: {epochs: 2}
   demo_random: {folds: 2, overrides: {coop: {epochs: 2}}}
 """
-MORE_TABLES = ("shift", "fewshot_levels", "backbones")
+MORE_TABLES = ("shift", "fewshot_levels", "backbones", "ordinality", "prompts")
 METHODS = {"zeroshot", "linear_probe", "coop", "ordinalclip", "l2rclip", "numclip"}
 
 
@@ -154,6 +157,13 @@ def test_reduced_demo_suite(repo_copy):
     assert list(dict.fromkeys(study.suite)) == ["demo_random", "demo"] and set(study.dataset) == {"counting"}
     assert "(demo_random: tiny) MAE" in (repo_copy / "results/demo/backbones.md").read_text()
     assert "epoch 2/2" in (repo_copy / "logs/demo_random/train/counting/coop/fold1.log").read_text()
+    ordinality = pd.read_csv(repo_copy / "results/demo/ordinality.csv")
+    values = ordinality[ordinality.metric == "ordinality"].set_index("method")["mean"]
+    assert set(values.index) == METHODS and values.between(0, 1).all()
+    assert "counting Ordinality (%)" in (repo_copy / "results/demo/ordinality.md").read_text()
+    prompts = pd.read_csv(repo_copy / "results/demo/prompts.csv")
+    assert set(prompts.method) == {"coop_tune_ctx", "ordinalclip_m2_invprop"}
+    assert "epoch 2/2" in (repo_copy / "logs/demo/train/counting/coop_tune_ctx/fold0.log").read_text()
     again = _snakemake(repo_copy, *args)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
     report = _snakemake(repo_copy, "results/table1.csv", "--report", "results/report.html",
@@ -167,3 +177,61 @@ def test_reduced_demo_suite(repo_copy):
     assert "Training curves of <strong>zeroshot</strong>" in html and "table1.md" in html
     for figure in ("samples", "curve"):  # the pretrained backbone's figures
         assert f"data/pretrain/tiny_pretrained/{figure}.png" in html
+
+
+@pytest.mark.slow
+def test_age_tables_on_files_laid_out_like_the_real_ones(repo_copy):
+    """The paper suite's `morph_settings` (reduced to setting C) and `more_datasets` (CLAP2015,
+    FG-NET) tables through Snakemake on the tiny backbone: a placed MORPH II archive with setting-C
+    lists and CLAP2015's list downloaded from 127.0.0.1 (sha256-checked), a placed FG-NET zip
+    (leave-one-person-out over its 4 subjects)."""
+    import hashlib
+    import shutil
+
+    import yaml
+    from local_http import serve
+    from test_datasets import FGNET, clap_list, make_clap, make_fgnet, make_morph, write_setting_cd
+
+    archive, names = make_morph(repo_copy, n=45)
+    (repo_copy / "data/archives/morph2").mkdir(parents=True)
+    shutil.move(archive, repo_copy / "data/archives/morph2/morph2.zip")
+    www = repo_copy / "www"
+    www.mkdir()
+    write_setting_cd(www, "morph_C_0", [names[9 * k:9 * k + 9] for k in range(5)])
+    (www / "total_2015.csv").write_text(clap_list(), newline="")
+    make_clap(repo_copy / "data")  # data/archives/clap2015/images, where params.yaml has it
+    make_fgnet(repo_copy)
+
+    def sha(name):
+        return hashlib.sha256((www / name).read_bytes()).hexdigest()
+
+    with serve(www) as (url, requests):
+        lists = {f"morph_C_0{k}": {"url": f"{url}/morph_C_0{k}.txt", "sha256": sha(f"morph_C_0{k}.txt")}
+                 for k in range(5)}
+        config = {
+            "datasets": {
+                "morph2_C": {"files": lists, "split": {"val": 0.2}},
+                "clap2015": {"files": {"list": {"url": f"{url}/total_2015.csv", "sha256": sha("total_2015.csv")}}},
+                "fgnet": {"split": {"folds": 4, "val": 0.5}},
+            },
+            "suites": {"paper": {"backbone": "tiny", "device": "cpu", "precision": "auto", "tables": {
+                "morph_settings": {"datasets": ["morph2_C"], "methods": ["zeroshot", "linear_probe"]},
+                "more_datasets": {"methods": ["zeroshot", "linear_probe"]}}}},
+        }
+        (repo_copy / "ages.yaml").write_text(yaml.safe_dump(config))
+        proc = _snakemake(repo_copy, "results/paper/morph_settings.csv", "results/paper/more_datasets.csv",
+                          "--cores", "2", "--configfile", "ages.yaml", "--config", "suite=paper")
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert sorted(requests) == sorted(["/total_2015.csv", *(f"/morph_C_0{k}.txt" for k in range(5))])
+    settings = pd.read_csv(repo_copy / "results/paper/morph_settings.csv")
+    assert set(settings.dataset) == {"morph2_C"} and (settings.n_folds == 5).all()
+    more = pd.read_csv(repo_copy / "results/paper/more_datasets.csv")
+    assert more.groupby("dataset")["n_folds"].max().to_dict() == {"clap2015": 1, "fgnet": 4}
+    assert more[more.metric == "mae"]["mean"].map(math.isfinite).all()
+    for k, subject in enumerate(sorted(FGNET)):  # leave-one-person-out: fold k tests on the k-th subject
+        split = pd.read_csv(repo_copy / f"results/paper/splits/fgnet/fold{k}.csv")
+        index = pd.read_csv(repo_copy / "data/prepared/fgnet/36px/index.csv")
+        tested = {Path(p).name[:3] for p in index.loc[split[split.split == "test"]["index"], "path"]}
+        assert tested == {subject}
+    md = (repo_copy / "results/paper/more_datasets.md").read_text()
+    assert md.startswith("# Apparent and real age: CLAP2015 and FG-NET") and "| linear_probe |" in md
