@@ -235,7 +235,7 @@ def bench_stage(name: str, cfg: dict, method, backbone, stage_index: int, parts:
         names = trainable_names(method, [stage])
         sync(device)
         t0 = time.perf_counter()
-        _save_resume(path, {}, (stage_index, 1), method, names, opt, None, gen, [], {}, {"val": [], "test": []})
+        _save_resume(path, {}, (stage_index, 1), method, names, opt, None, gen, [], {}, {"val": [], "test": []}, [])
         ckpt_s = time.perf_counter() - t0
         ckpt_mb = path.stat().st_size / 2 ** 20
     eval_s = timed(lambda: predict_part(method, parts["test"], pipeline, amp), device, 1) \

@@ -22,7 +22,7 @@ import pandas as pd
 from ordclip import layout
 from ordclip.errors import DataError
 from ordclip.io import sha256_file
-from ordclip.lineage import RUN_FILES, _dvc_check, digests, read_lock, table_cells
+from ordclip.lineage import RUN_FILES, _dvc_check, digests, read_lock, table_cells, table_suite
 
 REL = 1e-9
 
@@ -164,7 +164,7 @@ def audit(target: str | Path, params: Mapping | None, sample: int = 1, root: str
         checked["cells"] = len(cells)
         df = pd.read_csv(target)
         suites = list(dict.fromkeys(df["suite"]))  # results/<suite>/<name>.csv; a study table shows several
-        suite = target.parent.name if target.parent.name in (params.get("suites") or {}) else suites[0]
+        suite = table_suite(target, df, params)
         overall = ((params.get("suites") or {}).get(suite) or {}).get("overall") or {}
         datasets = [d for d in dict.fromkeys(df["dataset"]) if d not in overall]
         try:
@@ -172,8 +172,9 @@ def audit(target: str | Path, params: Mapping | None, sample: int = 1, root: str
         except Exception as exc:  # a missing or broken cell is already a problem above
             problems.append({"file": str(target), "what": f"cannot be rebuilt from its cells: {exc}"})
         else:
-            a = again.sort_values(["dataset", "method", "metric"]).reset_index(drop=True)
-            b = df.sort_values(["dataset", "method", "metric"]).reset_index(drop=True)
+            keys = ["suite", "dataset", "method", "metric"]
+            a = again.sort_values(keys).reset_index(drop=True)
+            b = df.sort_values(keys).reset_index(drop=True)
             if len(a) != len(b) or not all(_same(x, y) for x, y in zip(a.to_dict("records"), b.to_dict("records"))):
                 problems.append({"file": str(target), "what": "differs from the table rebuilt from its cells"})
         _dvc_problems([target], lock, problems)

@@ -136,12 +136,16 @@ def table_cells(table_csv: str | Path, params: Mapping) -> list[str]:
     missing = [c for c in ("suite", "dataset", "method") if c not in df.columns]
     if missing:
         raise DataError(f"{path}: not a table of ordclip (no column(s) {missing}; expected {TABLE_COLUMNS})")
-    cells = []
-    for (suite, dataset, method), _ in df.groupby(["suite", "dataset", "method"], sort=False):
-        groups = ((params.get("suites") or {}).get(suite) or {}).get("overall") or {}
-        if dataset not in groups:
-            cells.append(layout.cell_file(suite, dataset, method))
-    return cells
+    groups = ((params.get("suites") or {}).get(table_suite(path, df, params)) or {}).get("overall") or {}
+    return [layout.cell_file(suite, dataset, method)
+            for (suite, dataset, method), _ in df.groupby(["suite", "dataset", "method"], sort=False)
+            if dataset not in groups]
+
+
+def table_suite(path: Path, df: pd.DataFrame, params: Mapping) -> str:
+    """The suite a table belongs to (whose ``overall`` groups it shows): the folder of
+    results/<suite>/<name>.csv; for the copy results/<name>.csv, the suite of its rows."""
+    return path.parent.name if path.parent.name in (params.get("suites") or {}) else str(df["suite"].iloc[0])
 
 
 def lineage(target: str | Path, params: Mapping | None, root: str | Path = ".") -> dict:

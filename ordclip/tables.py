@@ -244,9 +244,11 @@ def make_table(job: dict) -> None:
     with atomic_path(layout.table_file(suite, name, "csv")) as tmp:
         df.to_csv(tmp, index=False)
     write_json(layout.table_file(suite, name, "metrics.json"), summary(df))
-    folds = df.groupby("dataset", sort=False)["n_folds"].max()
+    folds = df.groupby(["suite", "dataset"], sort=False)["n_folds"].max()
+    many = df["suite"].nunique() > 1
     over = (f"{folds.iloc[0]} folds" if folds.nunique() == 1 else
-            "the folds of each dataset (" + ", ".join(f"{d}: {n}" for d, n in folds.items()) + ")")
+            "the folds of each dataset (" + ", ".join(f"{f'{s}/' if many else ''}{d}: {n}"
+                                                      for (s, d), n in folds.items()) + ")")
     backbones = job["backbones"]
     where = (f"Suite `{suite}` (backbone `{backbones[suite]}`)" if list(backbones) == [suite] else
              "Suites " + ", ".join(f"`{s}` (backbone `{b}`)" for s, b in backbones.items()))
@@ -256,6 +258,10 @@ def make_table(job: dict) -> None:
     for g, members in groups.items():
         note += f"`{g}` is the mean of {', '.join(members)} (per fold, then over folds).\n"
     note += variant_note(datasets) + rank_space_note(job["rank_spaces"])
+    if "ordinality" in job["metrics"]:
+        note += ("Ordinality: the share of comparisons of the rank prototypes' similarities that follow the rank order "
+                 "(OrdinalCLIP's scripts/vis_ordinality.py, widest span), over the dataset's own ranks (MORPH II: "
+                 "16..77; the official script slices 15..75); NumCLIP's counts its 5 bins, not comparable.\n")
     if len(backbones) > 1:  # published numbers name no backbone we could match a suite to
         compared = "\nPublished numbers are not shown: the papers' rows do not say which backbone made them.\n"
     else:

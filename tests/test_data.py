@@ -133,7 +133,7 @@ def test_distribution_shift_thins_the_most_frequent_train_ranks():
     split = np.array(["train"] * sum(counts) + ["val"] * 5 + ["test"] * 5, dtype=object)
     out = distribution_shift(split, ranks, top_classes=3, keep_percent=20, seed=0)
     kept = [int(((out == "train") & (ranks == r)).sum()) for r in range(5)]
-    # the 3 most frequent: ranks 1 and 3 (50 each; a tie keeps ascending rank), then rank 0 (30):
+    # the 3 most frequent: ranks 1 and 3 (50 each), then rank 0 (30):
     # int(n * 0.2) of each, as the official code's scale_factor 0.2; ranks 2 and 4 untouched
     assert kept == [6, 10, 10, 10, 20]
     assert (out[split != "train"] == split[split != "train"]).all()
@@ -144,6 +144,10 @@ def test_distribution_shift_thins_the_most_frequent_train_ranks():
     small = np.array(["train"] * 4 + ["train"] * 40, dtype=object)
     thin = distribution_shift(small, np.repeat([0, 1], [4, 40]), top_classes=2, keep_percent=10, seed=0)
     assert [(thin[:4] == "train").sum(), (thin[4:] == "train").sum()] == [1, 4]
+    # a tie at the cut-off goes to the lower rank: ranks 0 and 1 have 10 each, only one is thinned
+    tie = np.array(["train"] * 20, dtype=object)
+    cut = distribution_shift(tie, np.repeat([0, 1], 10), top_classes=1, keep_percent=20, seed=0)
+    assert [(cut[:10] == "train").sum(), (cut[10:] == "train").sum()] == [2, 10]
 
 
 def test_a_shift_variant_split_is_written_from_its_name(tmp_path):

@@ -219,6 +219,36 @@ def test_lineage_and_audit(built):
     assert _run(built, sys.executable, "-m", "ordclip", *audit).returncode == 0
 
 
+def test_lineage_and_audit_of_a_table_over_suites(built):
+    """A table of suite demo that shows suite mine's cells beside its own (a backbone study):
+    lineage lists the cells of both, audit re-derives it and names a cell of the other suite."""
+    (built / "mine.yaml").write_text(MINE)
+    (built / "study.yaml").write_text(
+        "suites: {demo: {tables: {study: {title: Study, datasets: [fading], methods: [zeroshot, coop], "
+        "suites: [mine, demo]}}}}\n")
+    files = ("small.yaml", "mine.yaml", "study.yaml")
+    proc = _snakemake(built, "results/demo/study.csv", "--cores", "2", "--configfile", *files)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    params = [a for f in ("params.yaml", *files) for a in ("--params", f)]
+    lin = _run(built, sys.executable, "-m", "ordclip", "lineage", "results/demo/study.csv", *params)
+    assert lin.returncode == 0, lin.stderr
+    assert "results/mine/cells/fading/coop.json" in lin.stdout and "results/demo/cells/fading/coop.json" in lin.stdout
+    audit = ("audit", "results/demo/study.csv", *params)
+    ok = _run(built, sys.executable, "-m", "ordclip", *audit)
+    assert ok.returncode == 0 and "4 cell(s)" in ok.stdout and "audit: OK" in ok.stdout, ok.stdout + ok.stderr
+    cell = built / "results/mine/cells/fading/coop.json"
+    saved = cell.read_bytes()
+    try:
+        data = json.loads(saved)
+        data["metrics"]["mae"]["mean"] += 0.01
+        cell.write_text(json.dumps(data))
+        bad = _run(built, sys.executable, "-m", "ordclip", *audit)
+        assert bad.returncode == 1 and "results/mine/cells/fading/coop.json: differs from the mean ± std" in bad.stdout
+        assert "results/demo/study.csv: differs from the table rebuilt from its cells" in bad.stdout
+    finally:
+        cell.write_bytes(saved)
+
+
 def test_push_then_pull_elsewhere_rebuilds_a_suite_without_training(built, tmp_path):
     """For the non-default suite `mine` (built by the test above, or here)."""
     (built / "mine.yaml").write_text(MINE)

@@ -138,3 +138,25 @@ def test_counted_prototypes_keep_the_dataset_labels_and_drop_empty_rows():
     assert counted_prototypes(p[:3], [0, 20, 40], None)[1].tolist() == [0, 20, 40]
     with pytest.raises(ValueError, match="must increase strictly"):
         counted_prototypes(p[:2], [1, 1], None)
+
+
+def test_ordinality_equals_the_official_block_mask_form():
+    """scripts/vis_ordinality.py (ca10a20) lines 62-77 build each span's mask as a matrix: all ones,
+    the upper triangle (diagonal included) of its top-right (C - s) x (C - s) block cleared, then
+    the upper triangle kept; comparisons are taken on S divided by its maximum. Rebuilt here in
+    that form, independently of prototype_ordinality's index arithmetic."""
+    rng = np.random.default_rng(11)
+    for n in (2, 5, 9, 33, 62):
+        p = np.cumsum(rng.normal(size=(n, 8)), axis=0) + rng.normal(size=(n, 8))
+        s = cosine_similarity(p)
+        s = s / s.max()
+        c = n - 1
+        signs = np.triu(s[:-1, :-1] > s[:-1, 1:])
+        spans = [2 ** k for k in range(int(np.floor(np.log2(c))) + 1)] + [c]
+        for span in spans:
+            mask = np.ones((c, c), dtype=bool)
+            if c - span > 0:
+                mask[:c - span, span:] &= ~np.triu(np.ones((c - span, c - span), dtype=bool))
+            mask = np.triu(mask)
+            official = (signs & mask).sum() / mask.sum()
+            assert prototype_ordinality(p, span) == pytest.approx(official, abs=1e-12), (n, span)

@@ -173,7 +173,11 @@ def distribution_shift(split: np.ndarray, ranks: np.ndarray, top_classes: int, k
     of train images, most first, and keep ``max(int(n * keep_percent / 100), 1)`` of the n images of
     each of the first ``top_classes`` (``random.sample`` under the run seed); the other ranks, val
     and test are unchanged. Ties in the count keep the official code's order, the order in which the
-    ranks first appear in the train list: here ascending rank (our choice, our lists have no order)."""
+    ranks first appear in the train list: here ascending rank (our choice, our lists have no order).
+    ``split`` is the base fold's, whose protocol may have carved val out of the train list already
+    (``given`` with ``val``): the ranking and n then count the rest, and val keeps the unthinned
+    distribution, as the official val list (its test list) does; every variant keeps the base
+    fold's val and test (our choice: one selection and test set for all shifts)."""
     rng = random.Random(seed)
     out = split.copy()
     train_ranks, counts = np.unique(ranks[split == "train"], return_counts=True)
