@@ -240,7 +240,8 @@ def make_table(job: dict) -> None:
     suite, name, datasets, methods = job["suite"], job["name"], job["datasets"], job["methods"]
     df = read_cells(suite, datasets, methods, job["overall"], job["suites"])
     datasets = list(dict.fromkeys(df["dataset"]))
-    body = markdown(df, methods, datasets, job["metrics"], job["backbones"])
+    backbones = {s: job["backbones"][s] for s in job["suites"]}  # in the table's order (the job's JSON sorts keys)
+    body = markdown(df, methods, datasets, job["metrics"], backbones)
     with atomic_path(layout.table_file(suite, name, "csv")) as tmp:
         df.to_csv(tmp, index=False)
     write_json(layout.table_file(suite, name, "metrics.json"), summary(df))
@@ -249,7 +250,6 @@ def make_table(job: dict) -> None:
     over = (f"{folds.iloc[0]} folds" if folds.nunique() == 1 else
             "the folds of each dataset (" + ", ".join(f"{f'{s}/' if many else ''}{d}: {n}"
                                                       for (s, d), n in folds.items()) + ")")
-    backbones = job["backbones"]
     where = (f"Suite `{suite}` (backbone `{backbones[suite]}`)" if list(backbones) == [suite] else
              "Suites " + ", ".join(f"`{s}` (backbone `{b}`)" for s, b in backbones.items()))
     note = (f"{where}, mean ± sample std over {over}; test metrics of the checkpoint selected on validation. "

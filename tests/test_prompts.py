@@ -139,3 +139,12 @@ def test_random_context_is_n_ctx_vectors_with_the_official_std(backbone, tok):
     assert abs(pl.context.std().item() - 0.02) < 0.002 and abs(pl.context.mean().item()) < 0.002
     x, eot = pl()
     assert eot.tolist() == [1 + 10 + 1 + 1] * 4 and torch.equal(x[:, 1:11], pl.context.expand(4, -1, -1))
+
+
+def test_two_base_ranks_interpolate_the_same_either_way():
+    """M = 2: bases at 0 and R - 1, so 1/(d + 1e-5) normalised equals the linear weights up to the 1e-5."""
+    for r in (5, 10, 101):
+        lin, inv = rank_interpolation_weights(2, r, "linear"), rank_interpolation_weights(2, r, "inv_prop")
+        assert torch.allclose(lin, inv, atol=1e-4)
+    assert not torch.allclose(rank_interpolation_weights(3, 101, "linear"),
+                              rank_interpolation_weights(3, 101, "inv_prop"), atol=1e-2)

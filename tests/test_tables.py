@@ -111,7 +111,7 @@ def test_a_table_over_suites_shows_each_suites_cells_side_by_side(in_tmp):
     _cell("rand", "a", "m", [2.0, 4.0], [0.25, 0.75])
     _cell("pre", "a", "m", [1.0, 1.0], [0.5, 0.5])
     job = {"suite": "pre", "name": "backbones", "title": "Backbones", "datasets": ["a"], "methods": ["m"],
-           "suites": ["rand", "pre"], "metrics": ["mae", "acc"], "backbones": {"rand": "tiny", "pre": "tiny_pre"},
+           "suites": ["rand", "pre"], "metrics": ["mae", "acc"], "backbones": {"pre": "tiny_pre", "rand": "tiny"},
            "overall": {}, "rank_spaces": {}}
     make_table(job)
     md = Path("results/pre/backbones.md").read_text()
