@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     verb("evaluate", cmd_evaluate, "metrics.json, predictions.csv and curves.csv of one run")
     verb("cell", cmd_cell, "aggregate a (dataset, method) cell over folds")
     verb("table", cmd_table, "build results/<suite>/<name>.csv, .md and .metrics.json (table1; table2: few-shot; "
-         "table3: ablations)")
+         "table3: ablations; or a name of suites.<suite>.tables)")
     lin = sub.add_parser("lineage", parents=[common], help="commit, configuration, hashes and dvc.lock state behind "
                          "a table, a cell or a run")
     lin.add_argument("target", help="results/table1.csv, a cell json or a run folder")
