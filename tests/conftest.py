@@ -54,3 +54,24 @@ def pytest_collection_modifyitems(config, items):
 
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def run_arrays(run_dir: Path) -> dict:
+    """A run's recorded arrays: outputs.npz as ``outputs.<name>``, model.pt's state as ``model.<name>``."""
+    import numpy as np
+    import torch
+
+    with np.load(run_dir / "outputs.npz") as npz:
+        out = {f"outputs.{k}": npz[k] for k in npz.files}
+    state = torch.load(run_dir / "model.pt", weights_only=True)["state"]
+    out.update({f"model.{k}": v.numpy() for k, v in state.items()})
+    return out
+
+
+def assert_same_arrays(got: dict, expected: dict) -> None:
+    """The same names, and each array equal element for element (run_arrays of two runs)."""
+    import numpy as np
+
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        np.testing.assert_array_equal(got[key], value, err_msg=key)

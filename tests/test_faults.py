@@ -18,10 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from conftest import prepare_fading
+from conftest import assert_same_arrays, prepare_fading, run_arrays
 from ordclip import layout
 from ordclip.config import load_params
 from ordclip.data.fetch import download, extract, source_files, unpack
@@ -108,26 +107,15 @@ def small(tmp_path_factory):
         params = load_params(files)
         assert run(job_config(params, "train", **KEYS))
         run_dir = root / layout.run_dir(*RUN)
-        reference = _results(run_dir)
+        reference = run_arrays(run_dir)
         shutil.rmtree(run_dir)
     return root, args, params, reference
 
 
-def _results(run_dir: Path) -> dict:
-    with np.load(run_dir / "outputs.npz") as npz:
-        out = {f"outputs.{k}": npz[k] for k in npz.files}
-    state = torch.load(run_dir / "model.pt", weights_only=True)["state"]
-    out.update({f"model.{k}": v.numpy() for k, v in state.items()})
-    return out
-
-
 def _assert_same(run_dir: Path, reference: dict, epochs: int = 3) -> None:
-    results = _results(run_dir)
     log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     assert [h["name"] for h in log] == [f"train epoch {e}" for e in range(1, epochs + 1)]
-    assert results.keys() == reference.keys()
-    for key, value in reference.items():
-        np.testing.assert_array_equal(results[key], value, err_msg=key)
+    assert_same_arrays(run_arrays(run_dir), reference)
 
 
 def _leftovers(folder: Path) -> list[str]:
@@ -215,7 +203,7 @@ def test_kill9_of_snakemake_then_rerun_equals_uninterrupted(repo_copy, tmp_path_
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(ref)
         assert run(job_config(load_params(files), "train", **KEYS))
-    reference = _results(ref / layout.run_dir(*RUN))
+    reference = run_arrays(ref / layout.run_dir(*RUN))
     (repo_copy / "small.yaml").write_text(longer)
     target = layout.run_file(*RUN, "metrics.json")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import ordclip.data.loader as loader
-from conftest import prepare_fading
+from conftest import assert_same_arrays, prepare_fading, run_arrays
 from ordclip import layout
 from ordclip.config import load_params
 from ordclip.jobs import job_config
@@ -32,14 +32,6 @@ def small(tmp_path_factory):
     return root, prepare_fading(root, SMALL)
 
 
-def _outputs(run_dir):
-    with np.load(run_dir / "outputs.npz") as npz:
-        out = {k: npz[k] for k in npz.files}
-    out.update({f"model.{k}": v.numpy()
-                for k, v in torch.load(run_dir / "model.pt", weights_only=True)["state"].items()})
-    return out
-
-
 def test_cache_file_has_np_save_bytes(small, monkeypatch):
     """prepare writes the .npy in place (open_memmap): byte for byte what np.save of the array writes."""
     root, _ = small
@@ -55,17 +47,14 @@ def test_streamed_fold_trains_as_the_resident_one(small, monkeypatch, capsys):
     params = load_params(files)
     run_dir = root / layout.run_dir(*KEYS.values())
     assert run(job_config(params, "train", **KEYS))
-    resident = _outputs(run_dir)
+    resident = run_arrays(run_dir)
     assert "batches are read from" not in capsys.readouterr().err
     monkeypatch.setattr(loader, "RESIDENT_SHARE", 0.0)   # nothing fits: every part is streamed
     for p in run_dir.iterdir():
         p.unlink()
     assert run(job_config(params, "train", **KEYS))
     assert "batches are read from" in capsys.readouterr().err
-    streamed = _outputs(run_dir)
-    assert streamed.keys() == resident.keys()
-    for key in resident:
-        np.testing.assert_array_equal(streamed[key], resident[key], err_msg=key)
+    assert_same_arrays(run_arrays(run_dir), resident)
 
 
 def test_streamed_images_index_like_a_tensor(small):
