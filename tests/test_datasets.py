@@ -517,7 +517,7 @@ def test_fgnet_labels_from_names_and_leave_one_person_out(in_tmp):
 @pytest.mark.parametrize("extra, message", [
     (("001A2.JPG",), r"FGNET.zip: image 'FGNET/images/001A2.JPG' is not named like an FG-NET image"),
     (("thumbs.jpg",), r"FGNET.zip: image 'FGNET/images/thumbs.jpg' is not named like an FG-NET image"),
-    (("001a02.jpg",), r"FGNET.zip: two files named 001a02.jpg: FGNET/images/001A02.JPG and FGNET/images/001a02.jpg"),
+    (("001a02.jpg",), r"FGNET.zip: two files match '001a02.jpg': FGNET/images/001A02.JPG and FGNET/images/001a02.jpg"),
 ])
 def test_fgnet_bad_names(in_tmp, extra, message):
     with pytest.raises(DataError, match=message):

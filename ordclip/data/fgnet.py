@@ -19,8 +19,7 @@ import re
 import sys
 from pathlib import Path, PurePosixPath
 
-from ordclip.data.fetch import (is_image, label_counts, member_path, obtain, source_files, unpack, write_labels,
-                                write_record)
+from ordclip.data.fetch import image_members, label_counts, member_path, obtain, unpack, write_labels, write_record
 from ordclip.errors import DataError
 from ordclip.io import atomic_path
 
@@ -40,14 +39,10 @@ def parse_name(name: str, where: str) -> tuple[str, int]:
 
 def index_images(archive: Path) -> list[dict]:
     """``{member, subject, label}`` of every image in the archive or folder, by member name; the
-    same file name twice (case-insensitive) fails naming both."""
-    out, seen = [], {}
-    for member in sorted(m for m in source_files(archive) if is_image(m)):
+    same file name twice (case-insensitive) fails naming both (ordclip.data.fetch.image_members)."""
+    out = []
+    for member in sorted(image_members(archive, 1).values()):
         subject, age = parse_name(member, str(archive))
-        base = PurePosixPath(member).name.lower()
-        if base in seen:
-            raise DataError(f"{archive}: two files named {PurePosixPath(member).name}: {seen[base]} and {member}")
-        seen[base] = member
         out.append({"member": member, "subject": subject, "label": age})
     if not out:
         raise DataError(f"{archive}: no images")
