@@ -419,3 +419,18 @@ def test_new_recipes_run_end_to_end(small, monkeypatch, method):
         assert "ranks" not in log[0]["lr"]                       # lr 0: not in the optimizer
     mode = {"baseline": "exp", "numclip_fcrc_ce": "bins", "l2rclip": "exp"}[method]
     assert metrics["report"]["mae"] == mode and metrics["test"]["mae"] == metrics["val_selected"]["test"][mode]["mae"]
+
+
+def test_the_demo_schedule_keeps_each_ablations_frozen_groups_frozen():
+    """suites.demo.overrides give the prompt ablations the demo's learning rates; a group the entry
+    freezes (lr 0: Tune Rank / Tune Ctx off) stays at 0 in the demo."""
+    from ordclip.config import table_spec
+
+    methods = table_spec(PARAMS, "demo", "prompts")["methods"]
+    assert len(methods) == 20
+    for name in methods:
+        official = PARAMS["methods"][name]["lr"]
+        demo = run_config(PARAMS, "demo", "counting", name)["method"]["lr"]
+        assert {g for g, lr in demo.items() if lr == 0} == {g for g, lr in official.items() if lr == 0}, name
+        assert all(lr == 3.0e-3 for g, lr in demo.items() if lr != 0), name
+        assert run_config(PARAMS, "demo", "counting", name)["method"]["epochs"] == 12, name
