@@ -107,6 +107,15 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
+def save_torch(obj: Any, path: str | os.PathLike) -> None:
+    """torch.save into an open file, so the archive's inner folder is torch's fixed "archive" and
+    not the (temporary) file's name: the same object gives the same bytes (recorded hashes repeat)."""
+    import torch
+
+    with open(path, "wb") as f:
+        torch.save(obj, f)
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

@@ -31,7 +31,7 @@ from torch import nn
 from ordclip import layout
 from ordclip.data.corpus import Corpus, caption, generate_corpus
 from ordclip.data.loader import ImagePipeline
-from ordclip.io import atomic_path, write_text
+from ordclip.io import atomic_path, save_torch, write_text
 from ordclip.models.backbone import create_backbone, encode_token_embeddings, tokenizer
 
 MAX_LOGIT_SCALE = math.log(100.0)
@@ -189,7 +189,7 @@ def pretrain(job: dict) -> None:
     train_contrastive(model, corpus, bb, cfg, log)
     name = bb["name"]
     with atomic_path(layout.backbone_weights(name)) as tmp:
-        torch.save(model.state_dict(), tmp)
+        save_torch(model.state_dict(), tmp)
     write_text(layout.pretrain_file(name, "log.jsonl"), "".join(json.dumps(r) + "\n" for r in log))
     loss_curve(log, cfg["batch_size"], layout.pretrain_file(name, "curve.png"))
     sample_grid(corpus, layout.pretrain_file(name, "samples.png"), cfg["seed"])

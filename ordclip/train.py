@@ -33,7 +33,7 @@ from ordclip.data.loader import ImagePipeline, Part, load_fold
 from ordclip.data.splits import read_index, read_split
 from ordclip.errors import ConfigError, Preempted
 from ordclip.evaluate import select
-from ordclip.io import atomic_path, clean_temporaries, load_numpy, sha256_file, write_json, write_text
+from ordclip.io import atomic_path, clean_temporaries, load_numpy, save_torch, sha256_file, write_json, write_text
 from ordclip.methods import METHODS, load
 from ordclip.methods.base import Stage, Task
 from ordclip.metrics import mode_predictions, selection_score, summarize
@@ -314,7 +314,7 @@ def _fit_features(cfg: dict, paths: dict[str, str], out: Path) -> None:
                    prototype_labels("rank", task, len(heads[0]["weight"])), "rank")
     state = {k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in heads[best].items()}
     with atomic_path(out / "model.pt") as tmp:
-        torch.save({"format": "ordclip-run/1", "method": cfg["method"], "candidate": candidates[best]["name"],
+        save_torch({"format": "ordclip-run/1", "method": cfg["method"], "candidate": candidates[best]["name"],
                     "state": state}, tmp)
 
 
@@ -537,6 +537,6 @@ def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path, stop: 
     _write_outputs(out / "outputs.npz", [h["name"] for h in history], fold_parts, per_part, protos,
                    prototype_labels(unit, task_for(cfg), len(protos[0])), unit)
     with atomic_path(out / "model.pt") as tmp:
-        torch.save({"format": "ordclip-run/1", "method": mcfg, "candidate": history[best["candidate"]]["name"],
+        save_torch({"format": "ordclip-run/1", "method": mcfg, "candidate": history[best["candidate"]]["name"],
                     "state": best["state"]}, tmp)
     return device

@@ -51,6 +51,7 @@ def test_same_seed_same_result_and_resume(small, monkeypatch):
     assert run(job_config(params, "train", suite="demo", dataset="fading", method="ordinalclip", fold=0))
     first = _outputs(run_dir)
     first_state = torch.load(run_dir / "model.pt", weights_only=True)["state"]
+    first_bytes = (run_dir / "model.pt").read_bytes()
     assert len(first["candidates"]) == 3 and not (run_dir / "resume.pt").exists()
     shutil.rmtree(run_dir)
 
@@ -65,6 +66,8 @@ def test_same_seed_same_result_and_resume(small, monkeypatch):
     state = torch.load(run_dir / "model.pt", weights_only=True)["state"]
     assert state.keys() == first_state.keys()
     assert all(torch.equal(state[k], first_state[k]) for k in state)
+    # byte for byte: torch writes no temporary file name into the archive, so the record's hash repeats
+    assert (run_dir / "model.pt").read_bytes() == first_bytes
     log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in log] == [1, 2, 3] and set(log[0]["loss"]) == {"ce", "kl"}
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ordclip.errors import ConfigError
-from ordclip.io import atomic_path
+from ordclip.io import atomic_path, save_torch
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 _registered = False
@@ -51,7 +51,7 @@ def init_weights(cfg: dict, out: str | Path) -> None:
     torch.manual_seed(cfg["weights"]["init_seed"])
     model = create_backbone(cfg, None)
     with atomic_path(out) as tmp:
-        torch.save(model.state_dict(), tmp)
+        save_torch(model.state_dict(), tmp)
 
 
 def convert_openai(source: str | Path, out: str | Path) -> None:
@@ -64,7 +64,7 @@ def convert_openai(source: str | Path, out: str | Path) -> None:
     except (RuntimeError, KeyError, ValueError, EOFError, pickle.UnpicklingError, struct.error) as exc:
         raise ConfigError(f"{source}: not an OpenAI CLIP checkpoint: {exc}") from None
     with atomic_path(out) as tmp:
-        torch.save(model.state_dict(), tmp)
+        save_torch(model.state_dict(), tmp)
 
 
 def tokenizer(cfg: dict):
