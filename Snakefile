@@ -3,8 +3,11 @@ from snakemake.utils import min_version
 
 min_version("9.19")
 
+import os
+
 from snakemake.exceptions import WorkflowError
 from ordclip.config import ConfigError, check_yaml_files
+from ordclip.dvcstages import DvcCommitError, recover
 
 try:  # a YAML error named by file and line (Snakemake's own message names neither)
     check_yaml_files(["params.yaml"])
@@ -13,6 +16,13 @@ except ConfigError as exc:
 
 
 configfile: "params.yaml"
+
+
+if workflow.is_main_process:  # a DVC record a kill interrupted is completed first (ordclip/dvcstages.py)
+    try:
+        recover(".")
+    except DvcCommitError as exc:
+        raise WorkflowError(str(exc))
 
 
 # With `--sdm apptainer --apptainer-args "--nv"`, every job runs in this image, built from
@@ -40,8 +50,9 @@ rule all:
 
 
 onsuccess:
-    # Runs in the submit host's Snakemake process only (cluster jobs get --no-hooks): write every
-    # job of this run as a DVC stage and dvc commit them (ordclip/dvcstages.py), for any suite.
+    # Runs in the submit host's Snakemake process only (cluster jobs get --no-hooks): record every
+    # job of this run's DAG in dvc.yaml and dvc.lock (ordclip/dvcstages.py), for any suite.
     from ordclip.dvcstages import record, snakemake_jobs
 
-    record(snakemake_jobs(workflow.dag.jobs))
+    extra = [os.path.relpath(f) for f in workflow.config_settings.configfiles]
+    record(snakemake_jobs(workflow.dag.jobs), ".", ["params.yaml", *extra], dict(workflow.config_settings.config))

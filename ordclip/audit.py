@@ -3,7 +3,7 @@ from what was recorded, and that every file of the chain is the one that was rec
 
 For each run it re-derives metrics.json from outputs.npz (the same code as ``evaluate``), checks the
 sha256 of its inputs and final outputs against run.json, and the md5 of every run file against the
-dvc.lock entries of lineage/*/dvc.lock. For a sample of runs per cell it reloads model.pt on its
+dvc.lock entries of the repository's dvc.lock. For a sample of runs per cell it reloads model.pt on its
 backbone and checks that it reproduces the recorded test outputs of the selected candidate. Each
 cell is re-derived from its folds' metrics.json, and a table from its cells. Any difference is a
 problem naming the file; the command then exits 1.
@@ -32,6 +32,8 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, float) or isinstance(b, float):
         if a is None or b is None:
             return a is b
+        if math.isnan(float(a)) or math.isnan(float(b)):  # a 1-fold cell's std
+            return math.isnan(float(a)) and math.isnan(float(b))
         return math.isclose(float(a), float(b), rel_tol=REL, abs_tol=1e-12)
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
@@ -109,6 +111,14 @@ def audit_run(run_dir: Path, lock: dict | None, reload: bool, problems: list[dic
                 problems.append({"file": str(path), "what": f"sha256 differs from the one {run_dir}/run.json records "
                                                             f"for {group[:-1]} {key!r}"})
     _dvc_problems([run_dir / name for name in RUN_FILES], lock, problems)
+    ds = record["config"]["dataset"]
+    if ds.get("kind") == "csv":  # the user's images, against what their image cache was built from
+        from ordclip.data.sources import changed_sources
+
+        folder = Path(layout.prepared_dir(ds["data"], record["config"]["backbone"]["resize"]))
+        for changed in changed_sources(ds["csv"], ds["image_root"], folder):
+            problems.append({"file": changed, "what": f"differs from the file {folder} was prepared from "
+                                                      f"(input of {run_dir})"})
     try:
         with np.load(run_dir / "outputs.npz") as npz:
             again = metrics_of(record["config"], record["fold"], npz)[0]
@@ -162,22 +172,9 @@ def audit(target: str | Path, params: Mapping | None, sample: int = 1, root: str
         for path in cells:
             audit_cell(Path(path), lock, sample, problems)
         checked["cells"] = len(cells)
-        df = pd.read_csv(target)
-        suites = list(dict.fromkeys(df["suite"]))  # results/<suite>/<name>.csv; a study table shows several
-        suite = table_suite(target, df, params)
-        overall = ((params.get("suites") or {}).get(suite) or {}).get("overall") or {}
-        datasets = [d for d in dict.fromkeys(df["dataset"]) if d not in overall]
-        try:
-            again = read_cells(suite, datasets, list(dict.fromkeys(df["method"])), overall, suites)
-        except Exception as exc:  # a missing or broken cell is already a problem above
-            problems.append({"file": str(target), "what": f"cannot be rebuilt from its cells: {exc}"})
-        else:
-            keys = ["suite", "dataset", "method", "metric"]
-            a = again.sort_values(keys).reset_index(drop=True)
-            b = df.sort_values(keys).reset_index(drop=True)
-            if len(a) != len(b) or not all(_same(x, y) for x, y in zip(a.to_dict("records"), b.to_dict("records"))):
-                problems.append({"file": str(target), "what": "differs from the table rebuilt from its cells"})
-        _dvc_problems([target], lock, problems)
+        _audit_table(target, params, problems)
+        exts = ("csv", "md", "metrics.json") if target.with_suffix(".metrics.json").exists() else ("csv", "md")
+        _dvc_problems([target.with_name(target.name.removesuffix(".csv") + f".{e}") for e in exts], lock, problems)
         checked["tables"] = 1
         checked["runs"] = sum(len(json.loads(Path(c).read_text())["folds"]) for c in cells if Path(c).is_file())
     elif not target.exists():
@@ -187,10 +184,67 @@ def audit(target: str | Path, params: Mapping | None, sample: int = 1, root: str
     return {"target": str(target), "dvc_lock": lock is not None, "checked": checked, "problems": problems}
 
 
+def _first_difference(a: pd.DataFrame, b: pd.DataFrame, keys: list[str]) -> str | None:
+    """The first row and column where two tables differ, or None when they are the same."""
+    if len(a) != len(b) or list(a.columns) != list(b.columns):
+        return f"{len(b)} rows with columns {list(b.columns)}, rebuilt: {len(a)} rows with columns {list(a.columns)}"
+    for x, y in zip(a.to_dict("records"), b.to_dict("records")):
+        for col in a.columns:
+            if not _same(x[col], y[col]):
+                where = ", ".join(f"{k} {y[k]}" for k in keys)
+                return f"{col} of ({where}) is {y[col]!r}, rebuilt from the cells: {x[col]!r}"
+    return None
+
+
+def _audit_table(target: Path, params: Mapping, problems: list[dict]) -> None:
+    """The table's csv re-derived from its cells (the first differing value named), its .md and
+    .metrics.json rebuilt byte for byte, and a default-suite copy (results/<name>.*) equal to its source."""
+    from ordclip.jobs import job_config
+    from ordclip.tables import read_cells, table_texts
+
+    df = pd.read_csv(target)
+    suites = list(dict.fromkeys(df["suite"]))  # results/<suite>/<name>.csv; a study table shows several
+    suite = table_suite(target, df, params)
+    name = target.name.removesuffix(".csv")
+    overall = ((params.get("suites") or {}).get(suite) or {}).get("overall") or {}
+    datasets = [d for d in dict.fromkeys(df["dataset"]) if d not in overall]
+    try:
+        again = read_cells(suite, datasets, list(dict.fromkeys(df["method"])), overall, suites)
+    except Exception as exc:  # a missing or broken cell is already a problem above
+        problems.append({"file": str(target), "what": f"cannot be rebuilt from its cells: {exc}"})
+        return
+    keys = ["suite", "dataset", "method", "metric"]
+    diff = _first_difference(again.sort_values(keys).reset_index(drop=True),
+                             df.sort_values(keys).reset_index(drop=True), keys)
+    if diff:
+        problems.append({"file": str(target), "what": f"differs from the table rebuilt from its cells: {diff}"})
+        return
+    source = Path(layout.table_file(suite, name, "csv"))
+    if target.resolve() != source.resolve():  # the default suite's copy
+        for ext in ("csv", "md"):
+            copy, src = target.with_name(f"{name}.{ext}"), Path(layout.table_file(suite, name, ext))
+            if not copy.is_file() or not src.is_file() or copy.read_bytes() != src.read_bytes():
+                problems.append({"file": str(copy), "what": f"is not a copy of {src}"})
+    try:
+        texts = table_texts(job_config(params, "table", suite=suite, name=name))
+    except Exception as exc:
+        problems.append({"file": str(source), "what": f"cannot be rebuilt: {exc}"})
+        return
+    for ext, text in texts.items():
+        path = Path(layout.table_file(suite, name, ext))
+        if not path.is_file():
+            problems.append({"file": str(path), "what": "missing"})
+        elif path.read_text() != text:
+            line = next((i + 1 for i, (x, y) in enumerate(zip(path.read_text().splitlines(), text.splitlines()))
+                         if x != y), min(len(path.read_text().splitlines()), len(text.splitlines())) + 1)
+            problems.append({"file": str(path), "what": f"differs from the {ext} rebuilt from its cells "
+                                                        f"(first at line {line})"})
+
+
 def format_report(report: dict) -> str:
     c = report["checked"]
     lines = [f"audit {report['target']}: {c['tables']} table(s), {c['cells']} cell(s), {c['runs']} run(s) checked"
-             + ("" if report["dvc_lock"] else " (no lineage/*/dvc.lock: DVC hashes not checked)")]
+             + ("" if report["dvc_lock"] else " (no dvc.lock: DVC hashes not checked)")]
     lines += [f"  MISMATCH {p['file']}: {p['what']}" for p in report["problems"]]
     lines.append("audit: OK" if not report["problems"] else f"audit: {len(report['problems'])} problem(s)")
     return "\n".join(lines)

@@ -71,10 +71,18 @@ def cmd_fetch(job) -> None:
 
 def cmd_prepare(job) -> None:
     from ordclip.data.prepare import prepare
+    from ordclip.errors import ConfigError
 
     d, size = job["dataset"], job["size"]
     prepare(job["labels_csv"], job["image_root"], size, job["ranks"], layout.prepared_images(d, size),
             layout.prepared_index(d, size), job["duplicates"])
+    if "sources" in job:  # a bring-your-own dataset: record the CSV and images the cache was built from
+        from ordclip.data.sources import source_digest, write_record
+
+        if source_digest(job["labels_csv"], job["image_root"]) != job["sources"]:
+            raise ConfigError(f"{job['image_root']}: images or {job['labels_csv']} changed after the job was "
+                              "planned; run snakemake again")
+        write_record(job["labels_csv"], job["image_root"], layout.prepared_dir(d, size))
 
 
 def cmd_split(job) -> None:
@@ -124,6 +132,14 @@ def cmd_table(job) -> None:
     from ordclip.tables import make_table
 
     make_table(job)
+
+
+def cmd_code(args) -> None:
+    from ordclip.dvcstages import CODE_DIR
+    from ordclip.io import write_text
+    from ordclip.jobs import stamp_text
+
+    write_text(f"{CODE_DIR}/{args.name}.json", stamp_text(args.name))
 
 
 def cmd_lineage(args) -> None:
@@ -180,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     verb("cell", cmd_cell, "aggregate a (dataset, method) cell over folds")
     verb("table", cmd_table, "build results/<suite>/<name>.csv, .md and .metrics.json (table1; table2: few-shot; "
          "table3: ablations; or a name of suites.<suite>.tables)")
+    code = sub.add_parser("code", help="write lineage/code/NAME.json: the sha256 of every ordclip file a verb "
+                          "runs (the code record DVC's stages depend on)")
+    code.add_argument("name", help="a verb, or verb-module: train-coop, fetch-morph2, evaluate, ...")
+    code.set_defaults(func=cmd_code)
     lin = sub.add_parser("lineage", parents=[common], help="commit, configuration, hashes and dvc.lock state behind "
                          "a table, a cell or a run")
     lin.add_argument("target", help="results/table1.csv, a cell json or a run folder")

@@ -64,8 +64,15 @@ def job_config(params: Mapping, verb: str, **keys: Any) -> dict:
     if verb == "prepare":
         ds = C.dataset_config(params, keys["dataset"])
         labels_csv, image_root = C.raw_source(params, keys["dataset"])
-        return {"dataset": ds["name"], "size": int(keys["size"]), "ranks": ds.get("ranks"),
-                "labels_csv": labels_csv, "image_root": image_root, "duplicates": ds.get("duplicates", "error")}
+        job = {"dataset": ds["name"], "size": int(keys["size"]), "ranks": ds.get("ranks"),
+               "labels_csv": labels_csv, "image_root": image_root, "duplicates": ds.get("duplicates", "error")}
+        if ds["kind"] == "csv":  # the user's images are no Snakemake input: their content replans the job
+            from ordclip import layout
+            from ordclip.data.sources import source_digest
+
+            cache = f"{layout.DATA}/prepared/{ds['name']}/.sources-cache.json"
+            job["sources"] = source_digest(labels_csv, image_root, cache)
+        return job
     if verb == "split":
         suite, dataset = keys["suite"], keys["dataset"]
         bb = C.backbone_config(params, C.suite_config(params, suite)["backbone"])
@@ -178,9 +185,13 @@ def _runtime_modules(verb: str, job: Mapping) -> tuple[str, ...]:
 
 def code_files(verb: str, job: Mapping) -> list[Path]:
     """The source and data files of the ordclip package that a job of ``verb`` runs or reads."""
+    return _verb_files(verb, _runtime_modules(verb, job))
+
+
+def _verb_files(verb: str, runtime: tuple[str, ...]) -> list[Path]:
     if verb not in VERBS:
         raise ConfigError(f"unknown verb {verb!r} (one of {sorted(VERBS)})")
-    modules = module_closure(tuple(sorted({*VERBS[verb]["modules"], *_runtime_modules(verb, job)})))
+    modules = module_closure(tuple(sorted({*VERBS[verb]["modules"], *runtime})))
     files = [_module_file(m) for m in modules]
     for rel in VERBS[verb]["data"]:
         path = PACKAGE / rel
@@ -196,6 +207,75 @@ def _file_sha256(path: Path) -> str:
 def code_record(verb: str, job: Mapping) -> dict[str, str]:
     """{file path relative to the package's parent: sha256} of the code a job runs."""
     return {str(p.relative_to(PACKAGE.parent)): _file_sha256(p) for p in code_files(verb, job)}
+
+
+def stamp_name(verb: str, job: Mapping) -> str:
+    """The name of the code a job runs, as DVC records it (``lineage/code/<name>.json``): the verb,
+    and the module it picks at run time (``train-coop``, ``fetch-morph2``)."""
+    return "-".join([verb, *(m.rsplit(".", 1)[-1] for m in _runtime_modules(verb, job))])
+
+
+def _stamp_parts(name: str) -> tuple[str, tuple[str, ...]]:
+    from ordclip.data.registry import DATASET_KINDS
+    from ordclip.methods import METHODS
+
+    verb, _, tail = name.partition("-")
+    if verb not in VERBS:
+        raise ConfigError(f"code record {name!r}: {verb!r} is not a verb (one of {sorted(VERBS)})")
+    if not tail:
+        return verb, ()
+    registry = METHODS if verb == "train" else DATASET_KINDS
+    modules = sorted({e["module"] for e in registry.values() if e["module"].rsplit(".", 1)[-1] == tail})
+    if verb not in ("train", "fetch") or not modules:
+        raise ConfigError(f"code record {name!r}: no module {tail!r} for {verb}")
+    return verb, tuple(modules)
+
+
+def stamp_files(name: str) -> list[Path]:
+    """The files of code record ``name`` (:func:`stamp_name`)."""
+    return _verb_files(*_stamp_parts(name))
+
+
+def stamp_record(name: str) -> dict[str, str]:
+    """{file path relative to the package's parent: sha256} of code record ``name``."""
+    return {str(p.relative_to(PACKAGE.parent)): _file_sha256(p) for p in stamp_files(name)}
+
+
+def stamp_text(name: str) -> str:
+    """The text of ``lineage/code/<name>.json``: :func:`stamp_record` as sorted JSON."""
+    return json.dumps(stamp_record(name), indent=1, sort_keys=True) + "\n"
+
+
+def param_keys(params: Mapping, verb: str, **keys: Any) -> list[str]:
+    """The params keys (dotted paths) whose values a job of ``verb`` reads: DVC's ``params:`` of its
+    stage. tests/test_jobs_params.py changes every other value of params.yaml and checks that the
+    job's configuration (:func:`job_config`) stays the same."""
+    from ordclip import config as C
+
+    if verb in ("generate", "fetch", "prepare"):
+        return [f"datasets.{C.dataset_config(params, keys['dataset'])['data']}"]
+    if verb in ("backbone", "pretrain"):
+        return [f"backbones.{keys['backbone']}"]
+    suite = keys["suite"]
+    s = C.suite_config(params, suite)
+    sk = f"suites.{suite}"
+    bb = f"backbones.{s['backbone']}"
+    if verb == "table":
+        spec = C.table_spec(params, suite, keys["name"])
+        own = {"table1": ["datasets", "methods"], "table2": ["fewshot"], "table3": ["ablations"]}
+        out = [f"{sk}.{k}" for k in own.get(keys["name"], [f"tables.{keys['name']}"])]
+        out += [f"{sk}.overall"] + [f"suites.{x}.backbone" for x in spec["suites"]]
+        datasets = {C.dataset_config(params, d)["data"] for d in spec["datasets"]}
+        return out + [f"datasets.{d}" for d in sorted(datasets)] + [f"methods.{m}.kind" for m in spec["methods"]]
+    data = C.dataset_config(params, keys["dataset"])["data"]
+    if verb == "split":
+        return ["seed", f"datasets.{data}", f"{sk}.folds", f"{sk}.backbone", f"{bb}.resize"]
+    if verb == "embed":
+        return ["seed", f"datasets.{data}", f"{sk}.backbone", f"{sk}.device", bb]
+    method = keys["method"]
+    return ["seed", f"datasets.{data}", f"methods.{method}", bb, f"{sk}.backbone", f"{sk}.device",
+            f"{sk}.precision", f"{sk}.folds", f"{sk}.checkpoint_minutes", f"{sk}.overrides.{method}",
+            f"{sk}.dataset_overrides.{data}.{method}"]
 
 
 def code_hash(verb: str, job: Mapping) -> str:

@@ -1,6 +1,6 @@
 """Lineage: the chain behind every number of a table.
 
-DVC's record of each run is written by ordclip.dvcstages (lineage/<suite>/dvc.yaml and dvc.lock).
+DVC's record of each run is written by ordclip.dvcstages (dvc.yaml and dvc.lock at the root).
 ``python -m ordclip lineage TARGET`` (:func:`lineage` and :func:`format_text`) follows a table, a
 cell file or a run folder back to each fold's metrics.json, run.json (code commit, configuration,
 input and checkpoint hashes, device, versions, wall time) and dvc.lock entries, and says whether
@@ -36,23 +36,39 @@ def digests(path: str | Path, chunk: int = 1 << 20) -> tuple[str, str]:
     return md5.hexdigest(), sha.hexdigest()
 
 
-def read_lock(root: str | Path = ".") -> dict[str, dict] | None:
-    """{output path: {stage, md5}} from every lineage/*/dvc.lock under ``root`` (paths relative to
-    ``root``); None when there is none."""
-    root = Path(root)
-    paths = sorted(root.glob("lineage/*/dvc.lock"))
-    if not paths:
+def _dir_entries(root: Path, md5: str) -> dict[str, str] | None:
+    """{relative path: md5} of a recorded folder, from its ``.dir`` object in the DVC cache; None
+    when the cache does not hold it."""
+    path = root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+    try:
+        return {e["relpath"]: e["md5"] for e in json.loads(path.read_text())}
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
         return None
+
+
+def read_lock(root: str | Path = ".") -> dict[str, dict] | None:
+    """{output path: {stage, md5}} from the dvc.lock at ``root`` (paths relative to ``root``), a
+    recorded folder's files included (from its listing in the DVC cache); None when there is none."""
+    root = Path(root)
+    path = root / "dvc.lock"
+    if not path.is_file():
+        return None
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise DataError(f"{path}: not valid YAML: {exc}") from None
     out = {}
-    for path in paths:
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise DataError(f"{path}: not valid YAML: {exc}") from None
-        for name, stage in (data.get("stages") or {}).items():
-            for o in [*(stage.get("outs") or []), *(stage.get("metrics") or [])]:
-                out[os.path.normpath(o["path"])] = {"stage": f"{path.parent.relative_to(root)}:{name}",
-                                                    "md5": o.get("md5")}
+    for name, stage in (data.get("stages") or {}).items():
+        for o in [*(stage.get("outs") or []), *(stage.get("metrics") or [])]:
+            where, md5 = os.path.normpath(o["path"]), o.get("md5") or ""
+            if md5.endswith(".dir"):
+                entries = _dir_entries(root, md5)
+                for rel, file_md5 in (entries or {}).items():
+                    out[os.path.join(where, rel)] = {"stage": name, "md5": file_md5}
+                if entries is None:
+                    out[where + os.sep] = {"stage": name, "md5": None}
+            else:
+                out[where] = {"stage": name, "md5": md5}
     return out
 
 
@@ -153,7 +169,7 @@ def lineage(target: str | Path, params: Mapping | None, root: str | Path = ".") 
     ``params`` (the parameters, for a table's overall groups) is needed for a table only."""
     target = Path(target)
     lock = read_lock(root)
-    out: dict[str, Any] = {"target": str(target), "dvc_lock": "lineage/*/dvc.lock" if lock is not None else None}
+    out: dict[str, Any] = {"target": str(target), "dvc_lock": "dvc.lock" if lock is not None else None}
     if target.is_dir():
         out["runs"] = [run_lineage(target, lock)]
         return out

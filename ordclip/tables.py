@@ -12,7 +12,7 @@ import yaml
 
 from ordclip import layout
 from ordclip.errors import ConfigError
-from ordclip.io import atomic_path, write_json, write_text
+from ordclip.io import write_json, write_text
 
 CELL_METRICS = {
     # table metric name: (key in metrics.json, metric)
@@ -236,15 +236,21 @@ def variant_note(datasets: list[str]) -> str:
 
 def make_table(job: dict) -> None:
     """Write a suite's table (ordclip.jobs.job_config "table"): results/{suite}/{name}.csv (tidy
-    long form), .md (the papers' wide layout) and .metrics.json (means, for `dvc metrics show`)."""
-    suite, name, datasets, methods = job["suite"], job["name"], job["datasets"], job["methods"]
+    long form), .md (the papers' wide layout) and .metrics.json (means; a table's summary)."""
+    for ext, text in table_texts(job).items():
+        write_text(layout.table_file(job["suite"], job["name"], ext), text)
+
+
+def table_texts(job: dict) -> dict[str, str]:
+    """The three files of a table, {"csv", "md", "metrics.json": text}, from its cells (the audit
+    builds them again and compares)."""
+    suite, datasets, methods = job["suite"], job["datasets"], job["methods"]
     df = read_cells(suite, datasets, methods, job["overall"], job["suites"])
     datasets = list(dict.fromkeys(df["dataset"]))
     backbones = {s: job["backbones"][s] for s in job["suites"]}  # in the table's order (the job's JSON sorts keys)
     body = markdown(df, methods, datasets, job["metrics"], backbones)
-    with atomic_path(layout.table_file(suite, name, "csv")) as tmp:
-        df.to_csv(tmp, index=False)
-    write_json(layout.table_file(suite, name, "metrics.json"), summary(df))
+    csv = df.to_csv(index=False)
+    metrics = json.dumps(summary(df), indent=2, allow_nan=False) + "\n"
     folds = df.groupby(["suite", "dataset"], sort=False)["n_folds"].max()
     many = df["suite"].nunique() > 1
     over = (f"{folds.iloc[0]} folds" if folds.nunique() == 1 else
@@ -266,4 +272,4 @@ def make_table(job: dict) -> None:
         compared = "\nPublished numbers are not shown: the papers' rows do not say which backbone made them.\n"
     else:
         compared = comparison(df, published())
-    write_text(layout.table_file(suite, name, "md"), f"# {job['title']}\n\n{note}\n{body}{compared}")
+    return {"csv": csv, "md": f"# {job['title']}\n\n{note}\n{body}{compared}", "metrics.json": metrics}

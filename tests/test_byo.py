@@ -100,3 +100,14 @@ def test_bring_your_own_story(repo_copy, tmp_path):
     run = __import__("json").loads((repo_copy / "results/mine/runs/faces/numclip/fold0/run.json").read_text())
     assert run["config"]["dataset"]["kind"] == "csv"
     assert (repo_copy / "results/mine/runs/faces/linear_probe/fold2/metrics.json").is_file()
+    # an image changed in place (same name, other pixels): the audit names it, and the plan rebuilds
+    # the image cache and everything after it
+    image = faces / "age20/img1.png"
+    Image.fromarray(np.full((40, 40, 3), 250, np.uint8)).save(image)
+    audit = subprocess.run([sys.executable, "-m", "ordclip", "audit", "results/mine/table1.csv", "--params", "params.yaml",
+                            "--params", "my.yaml", "--sample", "0"], cwd=repo_copy, env=env, capture_output=True, text=True)
+    assert audit.returncode == 1 and f"MISMATCH {image}: differs from the file" in audit.stdout, audit.stdout + audit.stderr
+    plan = subprocess.run([sys.executable, "-m", "snakemake", "-n", "results/table1.csv", "--configfile", "my.yaml",
+                           "--config", "suite=mine"], cwd=repo_copy, env=env, capture_output=True, text=True)
+    planned = dict(re.findall(r"^(\w+)\s+(\d+)$", plan.stdout, flags=re.M))
+    assert planned.get("prepare") == "1" and planned.get("train") == "12" and planned.get("table") == "1", plan.stdout

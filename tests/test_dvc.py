@@ -1,5 +1,6 @@
 """Lineage you can trust: code- and content-aware staleness, suites side by side, DVC's record of
-every run (lineage/*/dvc.yaml generated from the Snakemake DAG), `ordclip lineage` and `ordclip audit`.
+every run (dvc.yaml + dvc.lock at the root, generated from the Snakemake DAG), `ordclip lineage` and
+`ordclip audit`, and the record's resistance to DVC's own commands, kills and missing files.
 
 One small suite is built once in a git + DVC repository that holds its own copy of the ordclip
 package (PYTHONPATH), so a test can edit the code the jobs run without touching this checkout.
@@ -77,7 +78,7 @@ def built(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("lineage")
     for name in ("Snakefile", "params.yaml", ".dvcignore", ".gitignore"):
         shutil.copy(ROOT / name, root / name)
-    for name in ("workflow", "ordclip"):
+    for name in ("workflow", "ordclip", "profiles"):
         shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
     (root / ".dvc").mkdir()
     shutil.copy(ROOT / ".dvc" / "config", root / ".dvc" / "config")
@@ -119,19 +120,38 @@ def test_the_code_of_a_job_is_what_its_verb_imports():
     assert code_hash("split", job) == code_hash("split", json.loads(job_json(job)))
 
 
+def _stages(root: Path) -> dict:
+    return yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+
+
 def test_a_run_is_recorded_and_plans_nothing_more(built):
     assert _planned(_snakemake(built, "-n", TABLE, "--configfile", "small.yaml")) == {}
     status = _dvc(built, "status")
     assert "up to date" in status.stdout, status.stdout + status.stderr
-    stages = yaml.safe_load((built / "lineage/demo/dvc.yaml").read_text())["stages"]
-    train = stages["train-fading-coop-0"]
-    assert train["cmd"].startswith("python -m ordclip train --job ") and "--code " in train["cmd"]
-    assert "ordclip/losses.py" in train["deps"] and "results/demo/splits/fading/fold0.csv" in train["deps"]
-    assert "results/demo/runs/fading/coop/fold0/model.pt" in train["outs"]
-    data = yaml.safe_load((built / "lineage/data/dvc.yaml").read_text())["stages"]
-    assert set(data) == {"generate-fading", "prepare-fading-36", "backbone-tiny"}
+    stages = _stages(built)
+    cell = stages["cell-demo-fading-coop"]
+    assert cell["cmd"] == "snakemake --cores all results/demo/cells/fading/coop.json --configfile small.yaml"
+    assert {"lineage/code/train-coop.json", "lineage/code/evaluate.json", "lineage/code/cell.json",
+            "results/demo/splits/fading", "data/weights/tiny.pt"} <= set(cell["deps"])
+    assert cell["outs"] == ["results/demo/cells/fading/coop", "results/demo/runs/fading/coop"]
+    assert cell["metrics"] == ["results/demo/cells/fading/coop.json"]
+    assert {"methods.coop", "suites.demo.overrides.coop", "seed"} <= {p for p in cell["params"] if isinstance(p, str)}
+    assert {"small.yaml": ["datasets.fading", "suites.demo.backbone", "suites.demo.folds",
+                           "suites.demo.overrides.coop"]} in cell["params"]
+    assert "ordclip/losses.py" in stages["code-train-coop"]["deps"]
+    assert {"generate-fading", "prepare-fading-36", "backbone-tiny", "split-demo-fading", "embed-demo-fading",
+            "cell-demo-fading-zeroshot", "table-demo-table1", "results-table1"} <= set(stages)
+    # DVC's commands from the root, as its docs show them
+    listed = _dvc(built, "stage", "list", "--name-only")
+    assert listed.returncode == 0 and "cell-demo-fading-coop" in listed.stdout.split(), listed.stdout + listed.stderr
     metrics = _dvc(built, "metrics", "show", "--json")
-    assert "results/demo/table1.metrics.json" in metrics.stdout, metrics.stdout + metrics.stderr
+    assert "results/demo/cells/fading/coop.json" in metrics.stdout, metrics.stdout + metrics.stderr
+    for cmd in (["dag"], ["params", "diff"], ["plots", "show", "-o", "plots"], ["repro", "cell-demo-fading-coop"]):
+        proc = _dvc(built, *cmd)
+        assert proc.returncode == 0, (cmd, proc.stdout[-2000:], proc.stderr[-2000:])
+    assert "cell-demo-fading-coop" in _dvc(built, "dag").stdout
+    assert "didn't change, skipping" in _dvc(built, "repro", "cell-demo-fading-coop").stdout
+    assert (built / "dvc.yaml").stat().st_size + (built / "dvc.lock").stat().st_size < 100_000
     # a params file that changes nothing a job reads, with an unrelated suite, plans nothing
     (built / "same.yaml").write_text("suites:\n  demo: {overrides: {coop: {epochs: 1, batch_size: 4}}}\n" + MINE)
     assert _planned(_snakemake(built, "-n", TABLE, "--configfile", "small.yaml", "same.yaml")) == {}
@@ -150,10 +170,24 @@ def test_a_code_edit_marks_exactly_its_runs_stale_and_undoing_it_restores_them(b
         assert planned == {"train": 2, "evaluate": 2, "cell": 1, "table": 1, "default_table": 1}
         status = _dvc(built, "status", "--json")
         changed = json.loads(status.stdout)
-        assert sorted(changed) == ["lineage/demo/dvc.yaml:train-fading-coop-0",
-                                   "lineage/demo/dvc.yaml:train-fading-coop-1"], status.stdout
+        assert list(changed) == ["code-train-coop"], status.stdout
+        assert changed["code-train-coop"] == [{"changed deps": {"ordclip/losses.py": "modified"}}]
     finally:
         losses.write_bytes(original)
+    assert _planned(_snakemake(built, "-n", TABLE, "--configfile", "small.yaml")) == {}
+    assert "up to date" in _dvc(built, "status").stdout
+
+
+def test_dvc_commit_and_checkout_plan_nothing(built):
+    """DVC rewrites files it checks out (and, with -f, every output it commits): with the same
+    content Snakemake plans nothing (its recorded checksums; profiles max-checksum-file-size)."""
+    assert _dvc(built, "commit", "-f", "-q").returncode == 0
+    assert _planned(_snakemake(built, "-n", TABLE, "--configfile", "small.yaml")) == {}
+    for rel in ("results/demo/runs/fading/coop/fold0/model.pt", "data/prepared/fading/36px/images.npy",
+                "results/demo/cells/fading/coop.json"):
+        (built / rel).unlink()
+    proc = _dvc(built, "checkout")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     assert _planned(_snakemake(built, "-n", TABLE, "--configfile", "small.yaml")) == {}
     assert "up to date" in _dvc(built, "status").stdout
 
@@ -162,6 +196,8 @@ def test_a_second_suite_builds_beside_the_demo_without_touching_it(built):
     (built / "mine.yaml").write_text(MINE)
     before = {**_mtimes(built, "results/demo"), **_mtimes(built, "data")}
     table = (built / TABLE).read_bytes()
+    lock_before = yaml.safe_load((built / "dvc.lock").read_text())["stages"]
+    demo_before = {k: v for k, v in _stages(built).items() if "-demo-" in k}
     proc = _snakemake(built, "results/mine/table1.csv", "--cores", "2", "--configfile", "small.yaml", "mine.yaml")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "suite=demo" not in proc.stdout + proc.stderr
@@ -170,8 +206,12 @@ def test_a_second_suite_builds_beside_the_demo_without_touching_it(built):
     assert (built / "results/mine/table1.csv").is_file()
     status = _dvc(built, "status")
     assert "up to date" in status.stdout, status.stdout + status.stderr
+    assert {k: v for k, v in _stages(built).items() if "-demo-" in k} == demo_before
+    lock = yaml.safe_load((built / "dvc.lock").read_text())["stages"]
+    assert {k: lock[k] for k in demo_before} == {k: lock_before[k] for k in demo_before}
+    assert "cell-mine-fading-coop" in lock
     shown = _dvc(built, "metrics", "show", "--json").stdout
-    assert "results/demo/table1.metrics.json" in shown and "results/mine/table1.metrics.json" in shown
+    assert "results/demo/cells/fading/coop.json" in shown and "results/mine/cells/fading/coop.json" in shown
     # the demo, planned again with its own parameters, is still current
     assert _planned(_snakemake(built, "-n", TABLE, "--configfile", "small.yaml")) == {}
 
@@ -180,7 +220,7 @@ def test_lineage_and_audit(built):
     lin = _run(built, sys.executable, "-m", "ordclip", "lineage", TABLE, "--params", "params.yaml",
                "--params", "small.yaml")
     assert lin.returncode == 0, lin.stderr
-    assert lin.stdout.count("ordclip code sha256 ") == 4 and "lineage/demo:train-fading-coop-0" in lin.stdout
+    assert lin.stdout.count("ordclip code sha256 ") == 4 and "dvc.lock: cell-demo-fading-coop: model.pt matches" in lin.stdout
     audit = ("audit", "results/demo/table1.csv", "--params", "params.yaml", "--params", "small.yaml")
     ok = _run(built, sys.executable, "-m", "ordclip", *audit)
     assert ok.returncode == 0 and "audit: OK" in ok.stdout, ok.stdout + ok.stderr
@@ -284,15 +324,131 @@ def test_no_dvc_folder_skips_with_a_message(tmp_path, capsys):
     assert "has no .dvc/" in capsys.readouterr().err
 
 
-def test_a_failing_dvc_commit_is_loud_and_deletes_nothing(built, tmp_path):
+def test_a_failing_record_is_loud_deletes_nothing_and_keeps_the_old_record(built, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(built, copy, ignore=shutil.ignore_patterns("cache"))
-    (copy / "lineage/demo/dvc.lock").write_text("stages: [unclosed\n")
+    (copy / "dvc.lock").write_text("stages: [unclosed\n")
     jobs = [{"rule": "table", "wildcards": {"suite": "demo", "name": "table1"},
              "input": [], "output": ["results/demo/table1.csv"],
              "params": {"job": job_json({"suite": "demo", "name": "table1", "backbone": "tiny", "datasets": [],
                                          "methods": [], "overall": {}}), "code": "x"}}]
     before = (copy / "results/demo/table1.csv").read_bytes()
+    dvc_yaml = (copy / "dvc.yaml").read_bytes()
     with pytest.raises(DvcCommitError, match="DVC LINEAGE NOT RECORDED"):
-        record(jobs, root=copy)
+        record(jobs, root=copy, configfiles=["params.yaml", "small.yaml"])
     assert (copy / "results/demo/table1.csv").read_bytes() == before
+    assert (copy / "dvc.yaml").read_bytes() == dvc_yaml
+
+
+def test_a_missing_or_damaged_file_is_rebuilt_by_the_same_command(built):
+    """Snakemake alone leaves a deleted intermediate deleted while the table is up to date; the
+    repair count in each job's params (ordclip/repair.py) makes the README's command rebuild it."""
+    run0, run1 = (built / f"results/demo/runs/fading/coop/fold{k}" for k in (0, 1))
+    cell = built / "results/demo/cells/fading/zeroshot.json"
+    model, metrics = (run0 / "model.pt").read_bytes(), (run1 / "metrics.json").read_bytes()
+    (run0 / "model.pt").unlink()
+    (run1 / "metrics.json").unlink()
+    cell.unlink()
+    with open(run1 / "outputs.npz", "r+b") as f:
+        f.truncate(100)
+    proc = _snakemake(built, TABLE, "--cores", "2", "--configfile", "small.yaml")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    err = proc.stdout + proc.stderr
+    assert f"{run0.relative_to(built)}/model.pt (missing): the job runs again" in err
+    assert f"{run1.relative_to(built)}/outputs.npz (size 100, recorded" in err
+    assert (run0 / "model.pt").read_bytes() == model and (run1 / "metrics.json").read_bytes() == metrics
+    assert cell.is_file()
+    assert _planned(_snakemake(built, "-n", TABLE, "--configfile", "small.yaml")) == {}
+    assert "up to date" in _dvc(built, "status").stdout
+
+
+def test_an_edited_table_value_is_named_by_the_audit(built):
+    audit = ("audit", TABLE, "--params", "params.yaml", "--params", "small.yaml", "--sample", "0")
+    table = built / TABLE
+    saved = table.read_bytes()
+    try:
+        df = __import__("pandas").read_csv(table)
+        df.loc[(df.method == "coop") & (df.metric == "mae"), "mean"] += 0.5
+        df.to_csv(table, index=False)
+        proc = _run(built, sys.executable, "-m", "ordclip", *audit)
+        assert proc.returncode == 1
+        assert ("differs from the table rebuilt from its cells: mean of (suite demo, dataset fading, method coop, "
+                "metric mae)") in proc.stdout, proc.stdout
+    finally:
+        table.write_bytes(saved)
+    md = built / "results/demo/table1.md"
+    saved = md.read_bytes()
+    try:
+        md.write_text(saved.decode().replace("coop", "CoOp", 1))
+        proc = _run(built, sys.executable, "-m", "ordclip", *audit)
+        assert "results/demo/table1.md: differs from the md rebuilt from its cells (first at line" in proc.stdout
+        assert "results/table1.md: is not a copy of results/demo/table1.md" in proc.stdout, proc.stdout
+    finally:
+        md.write_bytes(saved)
+    assert _run(built, sys.executable, "-m", "ordclip", *audit).returncode == 0
+
+
+@pytest.mark.faults
+@pytest.mark.slow
+def test_a_kill_during_the_record_keeps_a_valid_record_and_the_next_run_records(built, tmp_path):
+    """kill -9 at seeded random points of a record: dvc.yaml/dvc.lock are the old pair or the new
+    one, no temporary is left beside them or in results/, and the next snakemake (here a dry run)
+    completes the record."""
+    import random
+    import time
+
+    copy = tmp_path / "copy"
+    shutil.copytree(built, copy)
+    last = copy / ".dvc/tmp/ordclip/last.json"
+    saved = json.loads(last.read_text())
+    (copy / "same.yaml").write_text("seed: 0\n")
+    script = ("import json, sys; from ordclip.dvcstages import record; s = json.load(open(sys.argv[1])); "
+              "record(s['jobs'], '.', ['params.yaml', 'small.yaml', 'same.yaml'], s['config'])")
+    (copy / "saved.json").write_text(json.dumps(saved))
+    old = {n: (copy / n).read_bytes() for n in ("dvc.yaml", "dvc.lock")}
+
+    def workspace():
+        return sorted(str(p.relative_to(copy)) for p in copy.rglob("*")
+                      if ".dvc" not in p.parts and ".snakemake" not in p.parts and ".git" not in p.parts)
+
+    files = workspace()
+    t0 = time.time()
+    full = _run(copy, sys.executable, "-c", script, "saved.json")
+    took = time.time() - t0
+    assert full.returncode == 0, full.stderr
+    new = {n: (copy / n).read_bytes() for n in ("dvc.yaml", "dvc.lock")}
+    assert new != old
+    rng = random.Random(0)
+    for _ in range(6):
+        for n, data in old.items():
+            (copy / n).write_bytes(data)
+        proc = subprocess.Popen([sys.executable, "-c", script, "saved.json"], cwd=copy, env=_env(copy),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.1, took))
+        proc.kill()
+        proc.wait()
+        now = {n: (copy / n).read_bytes() for n in ("dvc.yaml", "dvc.lock")}
+        assert now in (old, new)
+        assert workspace() == files
+        plan = _snakemake(copy, "-n", TABLE, "--configfile", "small.yaml", "same.yaml")
+        assert plan.returncode == 0, plan.stderr[-3000:]
+        assert {n: (copy / n).read_bytes() for n in ("dvc.yaml", "dvc.lock")} in (old, new)
+        assert not (copy / ".dvc/tmp/ordclip/pending.json").exists()
+        assert "up to date" in _dvc(copy, "status").stdout
+
+
+def test_the_audit_compares_a_1_fold_table_and_names_the_value_that_differs():
+    import pandas as pd
+
+    from ordclip.audit import _first_difference, _same
+
+    nan = float("nan")
+    assert _same(nan, nan) and not _same(nan, 0.1) and _same({"std": nan}, {"std": nan})
+    keys = ["suite", "dataset", "method", "metric"]
+    table = pd.DataFrame([{"suite": "s", "dataset": "d", "method": "m", "metric": "mae", "mean": 0.5, "std": nan,
+                           "n_folds": 1}])
+    assert _first_difference(table, table.copy(), keys) is None
+    edited = table.copy()
+    edited.loc[0, "mean"] = 0.6
+    assert _first_difference(table, edited, keys) == ("mean of (suite s, dataset d, method m, metric mae) is 0.6, "
+                                                      "rebuilt from the cells: 0.5")

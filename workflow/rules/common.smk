@@ -19,6 +19,7 @@ from ordclip.data.registry import DATASET_KINDS
 from ordclip.errors import ConfigError
 from ordclip.jobs import KEYS, code_hash, job_config, job_json
 from ordclip.methods import METHODS
+from ordclip.repair import repair_count
 
 try:  # workflow/schemas/params.schema.yaml, then the cross-checks; errors name the key path
     validate_schema(config)
@@ -42,13 +43,21 @@ def _job(verb, keys):
 
 
 def job_params(verb):
-    """A rule's params: its job's resolved configuration as JSON (ordclip.jobs.job_config) and the
-    sha256 of the ordclip code the job runs. Snakemake reruns a job when either changes; the names
-    and order of the params files that supplied the values do not matter."""
+    """A rule's params: its job's resolved configuration as JSON (ordclip.jobs.job_config), the
+    sha256 of the ordclip code the job runs, and how often its files were found broken. Snakemake
+    reruns a job when any changes; the names and order of the params files that supplied the values
+    do not matter."""
     def keys(wc):
         return tuple((k, wc[k]) for k in KEYS[verb])
 
-    return {"job": lambda wc: _job(verb, keys(wc))[0], "code": lambda wc: _job(verb, keys(wc))[1]}
+    def repair(wildcards):
+        """Grows when the job's files are found broken, so Snakemake reruns it (ordclip/repair.py).
+        It takes the wildcards only: Snakemake compares no parameter derived from input or output."""
+        this = workflow.get_rule(verb)
+        inputs, outputs = this.expand_input(wildcards)[0], this.expand_output(wildcards)[0]
+        return repair_count(verb, "-".join(str(v) for _, v in keys(wildcards)), list(inputs), list(outputs))
+
+    return {"job": lambda wc: _job(verb, keys(wc))[0], "code": lambda wc: _job(verb, keys(wc))[1], "repair": repair}
 
 
 def ordclip_shell(verb):
