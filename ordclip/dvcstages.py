@@ -377,14 +377,50 @@ def _record(root: Path, jobs: list[dict], configfiles: list[str], config: dict) 
     for rel, text in codes.items():  # a code record is an output: in place before DVC hashes it
         if not (root / rel).is_file() or (root / rel).read_text() != text:
             _write(root / rel, text)
-    _progress(f"hashing the files of {len(stages)} stages ...")
-    lock_entries = _hash_and_cache(root, new_yaml, list(stages))
-    old_lock = _read(root / DVC_LOCK)
-    lock = {"schema": "2.0", "stages": {k: v for k, v in (old_lock.get("stages") or {}).items()
+    old_lock = (_read(root / DVC_LOCK).get("stages") or {})
+    seen = _read_json(root / STATE / "stat.json")
+    now = {name: _signature(root, stage) for name, stage in stages.items()}
+    same = {n for n, st in stages.items()  # recorded before, and no file of it touched since
+            if (old_yaml.get("stages") or {}).get(n) == st and n in old_lock and seen.get(n) == now[n]}
+    todo = [n for n in stages if n not in same]
+    _progress(f"hashing the files of {len(todo)} new or changed stages ({len(same)} unchanged) ...")
+    lock_entries = _hash_and_cache(root, new_yaml, todo) if todo else {}
+    lock = {"schema": "2.0", "stages": {k: v for k, v in old_lock.items()
                                         if k in new_yaml["stages"] and k not in lock_entries}}
     lock["stages"].update(lock_entries)
     _commit_files(root, {DVC_YAML: HEADER + _dump(new_yaml), DVC_LOCK: _dump(lock)})
+    seen = {k: v for k, v in seen.items() if k in new_yaml["stages"]}
+    _write(root / STATE / "stat.json", json.dumps({**seen, **{n: now[n] for n in stages}}))
     return len(stages)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _signature(root: Path, stage: Mapping) -> list:
+    """(path, size, mtime, inode) of every file a stage names (deps, outputs, params files; inside
+    folders too): a stage whose signature and definition are as last recorded keeps its lock entry,
+    as DVC's own state database would find every hash unchanged."""
+    paths = [*stage.get("deps", []), *stage.get("metrics", [])]
+    paths += [next(iter(o)) if isinstance(o, dict) else o for o in stage.get("outs", [])]
+    paths += ["params.yaml"] if any(isinstance(p, str) for p in stage.get("params", [])) else []
+    paths += [f for p in stage.get("params", []) if isinstance(p, dict) for f in p]
+    out = []
+    for rel in paths:
+        top = root / rel
+        for path in sorted(top.rglob("*")) if top.is_dir() else [top]:
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                out.append([str(path), None])
+                continue
+            if not path.is_dir():
+                out.append([str(path), st.st_size, st.st_mtime_ns, st.st_ino])
+    return out
 
 
 def _read(path: Path) -> dict:
