@@ -29,7 +29,7 @@ import torch
 
 from ordclip import layout
 from ordclip.config import config_hash
-from ordclip.data.loader import ImagePipeline, Part, load_fold
+from ordclip.data.loader import ImagePipeline, Part, load_fold, to_device
 from ordclip.data.splits import read_index, read_split
 from ordclip.errors import ConfigError, Preempted
 from ordclip.evaluate import select
@@ -202,9 +202,44 @@ def _quick_metrics(outputs: dict[str, np.ndarray], y: np.ndarray) -> dict:
     return {mode: summarize(pred, y) for mode, pred in mode_predictions(outputs).items()}
 
 
+def train_batch(part: Part, pipeline: ImagePipeline, gen: torch.Generator, stage: Stage, order: torch.Tensor,
+                perm: torch.Tensor, start: int, batch_size: int, inputs: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training batch at ``start`` of the epoch's order: (images augmented for the stage's
+    view, or rows of ``inputs``; ranks). ``order`` is the epoch's permutation on the ranks'
+    device, ``perm`` the same on the host (the rows of streamed images)."""
+    idx = order[start:start + batch_size]
+    y = part.ranks[idx]
+    if inputs is not None:
+        return inputs[idx], y
+    rows = idx if part.images.device == idx.device else perm[start:start + batch_size]
+    return pipeline(part.images[rows], train=True, generator=gen, view=stage.view), y
+
+
+def train_step(method, stage: Stage, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+               amp) -> dict[str, torch.Tensor]:
+    """One optimisation step: the method's loss terms, their weighted sum L = Σ_k w_k · L_k,
+    backward, the optimizer's step. Returns the terms, detached, in float32, on the device (the
+    host reads nothing: no sync)."""
+    with amp:
+        terms = method.losses(x, y, stage)
+    unknown = set(terms) - set(stage.loss_weights)
+    if unknown:
+        raise ConfigError(f"loss_weights: no weight for loss term(s) {sorted(unknown)} of stage {stage.name!r}")
+    total = sum(stage.loss_weights[k] * v.float() for k, v in terms.items())
+    opt.zero_grad(set_to_none=True)
+    total.backward()
+    opt.step()
+    return {k: v.detach().float() for k, v in terms.items()}
+
+
 def _train_epoch(method, stage, part, pipeline, opt, gen, batch_size, amp, bar, stop: list[int],
-                 partial: dict | None = None) -> tuple[dict[str, float] | None, dict | None]:
+                 partial: dict | None = None, inputs: torch.Tensor | None = None
+                 ) -> tuple[dict[str, float] | None, dict | None]:
     """One epoch over the train part: (mean loss terms, None) once it is complete.
+
+    ``inputs``: the method's per-image inputs for the stage (stage_inputs), rows of which replace
+    the augmented images.
 
     If a stop was requested (``stop`` non-empty) before the last step, it returns after the current
     step with (None, partial): the epoch's order, next batch start and loss sums, from which a later
@@ -216,20 +251,12 @@ def _train_epoch(method, stage, part, pipeline, opt, gen, batch_size, amp, bar, 
         perm, first, sums = torch.randperm(n, generator=gen), 0, {}
     else:
         perm, first, sums = partial["perm"], partial["next"], dict(partial["sums"])
+    order = to_device(perm, part.ranks.device)  # once per epoch; each step slices it on the device
     for start in range(first, n, batch_size):
-        idx = perm[start:start + batch_size].to(part.images.device)
-        x, y = pipeline(part.images[idx], train=True, generator=gen, view=stage.view), part.ranks[idx]
-        with amp:
-            terms = method.losses(x, y, stage)
-        unknown = set(terms) - set(stage.loss_weights)
-        if unknown:
-            raise ConfigError(f"loss_weights: no weight for loss term(s) {sorted(unknown)} of stage {stage.name!r}")
-        total = sum(stage.loss_weights[k] * v.float() for k, v in terms.items())
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
+        x, y = train_batch(part, pipeline, gen, stage, order, perm, start, batch_size, inputs)
+        terms = train_step(method, stage, opt, x, y, amp)
         for k, v in terms.items():
-            sums[k] = sums.get(k, 0) + v.detach().float() * len(idx)
+            sums[k] = sums.get(k, 0) + v * len(y)
         bar.update(1)
         if stop and start + batch_size < n:
             return None, {"perm": perm, "next": start + batch_size, "sums": {k: v.cpu() for k, v in sums.items()}}
@@ -484,11 +511,13 @@ def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path, stop: 
         if si == start_stage and opt_state is not None:
             opt.load_state_dict(opt_state)
             sched.load_state_dict(sched_state)
+        stage_inputs = getattr(method, "stage_inputs", None)
+        inputs = stage_inputs(stage, parts["train"], pipeline, amp) if stage_inputs is not None else None
         for epoch in range(first, stage.epochs):
             t = time.time()
             lrs = {g["name"]: g["lr"] for g in opt.param_groups}
             losses, partial = _train_epoch(method, stage, parts["train"], pipeline, opt, gen, batch_size, amp, bar,
-                                           stop, partial)
+                                           stop, partial, inputs)
             if partial is not None:
                 _save_resume(resume_path, identity, (si, epoch), method, names, opt, sched, gen, history, best,
                              per_part, protos, partial)
