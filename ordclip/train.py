@@ -33,7 +33,7 @@ from ordclip.data.loader import ImagePipeline, Part, load_fold, to_device
 from ordclip.data.splits import read_index, read_split
 from ordclip.errors import ConfigError, Preempted
 from ordclip.evaluate import select
-from ordclip.io import atomic_path, clean_temporaries, load_numpy, sha256_file, write_json, write_text
+from ordclip.io import BackgroundWriter, atomic_path, clean_temporaries, load_numpy, sha256_file, write_json, write_text
 from ordclip.methods import METHODS, load
 from ordclip.methods.base import Stage, Task
 from ordclip.metrics import mode_predictions, selection_score, summarize
@@ -366,31 +366,53 @@ RESUME_FILE = "resume.pt"
 RESUME_MAGIC = b"ordclip-resume/2 sha256="
 
 
+def _host_copy(obj):
+    """``obj`` with every tensor copied to host memory (new storage: the training goes on changing
+    the originals in place), containers copied; other values shared."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _host_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_host_copy(v) for v in obj)
+    return obj
+
+
 def _save_resume(path: Path, identity: dict, at: tuple[int, int], method, names: list[str], opt, sched,
                  gen: torch.Generator, history: list[dict], best: dict, per_part: dict[str, list[dict]],
-                 protos: list[np.ndarray], partial: dict | None = None) -> None:
+                 protos: list[np.ndarray], partial: dict | None = None, writer: BackgroundWriter | None = None) -> None:
     """Write resume.pt atomically: the state from which training continues at stage/epoch ``at``
     (and, with ``partial``, at that step inside the epoch). ``opt``/``sched`` None: a new stage.
 
     The file is a header line ``ordclip-resume/2 sha256=<hex>`` followed by the torch.save bytes,
-    whose sha256 _load_resume checks before it unpickles anything."""
-    buf = io.BytesIO()
-    torch.save({
+    whose sha256 _load_resume checks before it unpickles anything. The state is copied to host
+    memory here; with ``writer`` its serialisation, checksum and atomic write run in the
+    writer's background thread (the caller must ``writer.wait()`` before relying on the file)."""
+    state = {
         "identity": identity, "stage": at[0], "stage_epoch": at[1],
         "model": trainable_state(method, names),
-        "optimizer": opt.state_dict() if opt is not None else None,
-        "scheduler": sched.state_dict() if sched is not None else None, "generator": gen.get_state(),
-        "torch_rng": torch.get_rng_state(), "history": history, "best": best,
+        "optimizer": _host_copy(opt.state_dict()) if opt is not None else None,
+        "scheduler": _host_copy(sched.state_dict()) if sched is not None else None, "generator": gen.get_state(),
+        "torch_rng": torch.get_rng_state(), "history": list(history), "best": dict(best),
         "outputs": {p: [{k: torch.from_numpy(v) for k, v in o.items()} for o in lst]
                     for p, lst in per_part.items()},
         "prototypes": [torch.from_numpy(p) for p in protos],
-        "partial": partial,
-    }, buf)
-    payload = buf.getvalue()
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(RESUME_MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n")
-            f.write(payload)
+        "partial": _host_copy(partial),
+    }
+
+    def write() -> None:
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        payload = buf.getvalue()
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(RESUME_MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n")
+                f.write(payload)
+
+    if writer is None:
+        write()
+    else:
+        writer.submit(write)
 
 
 def _set_aside(path: Path, reason: str) -> None:
@@ -456,7 +478,20 @@ def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path, stop: 
     """Train a run on images. resume.pt is written at the end of an epoch once ``checkpoint_seconds``
     have passed since this call started or last wrote it (0: after every epoch), and always before
     leaving early: on a stop signal (mid-epoch too) and after ``stop_after`` epochs. Writing it
-    changes no result: the state it saves is only read back by a later call."""
+    changes no result: the state it saves is only read back by a later call. The state is copied
+    to host memory at once and written by a background thread while training goes on; this call
+    returns (or raises) only once the last write is complete."""
+    writer = BackgroundWriter()
+    try:
+        return _train_images_writing(cfg, fold, paths, out, stop, stop_after, identity, checkpoint_seconds, writer)
+    finally:
+        writer.wait()
+
+
+def _train_images_writing(cfg: dict, fold: int, paths: dict[str, str], out: Path, stop: list[int],
+                          stop_after: int | None, identity: dict, checkpoint_seconds: float,
+                          writer: BackgroundWriter) -> torch.device | None:
+    """_train_images with its checkpoints written by ``writer``."""
     mcfg, bb, ds = cfg["method"], cfg["backbone"], cfg["dataset"]
     device = device_for(cfg["device"], f"train {ds['name']}/{mcfg['name']}/fold{fold}")
     amp = amp_context(device, cfg.get("precision", "auto"))
@@ -520,7 +555,7 @@ def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path, stop: 
                                            stop, partial, inputs)
             if partial is not None:
                 _save_resume(resume_path, identity, (si, epoch), method, names, opt, sched, gen, history, best,
-                             per_part, protos, partial)
+                             per_part, protos, partial, writer=writer)
                 raise Preempted(stop[0], str(resume_path))
             sched.step()
             val = predict_part(method, parts["val"], pipeline, amp)
@@ -544,7 +579,7 @@ def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path, stop: 
             saved = time.monotonic() - last_save >= checkpoint_seconds
             if saved:
                 _save_resume(resume_path, identity, nxt, method, names, opt if nxt[0] == si else None,
-                             sched if nxt[0] == si else None, gen, history, best, per_part, protos)
+                             sched if nxt[0] == si else None, gen, history, best, per_part, protos, writer=writer)
                 last_save = time.monotonic()
             # printed once the epoch's log (and checkpoint, when one was due) is in place
             bar.line(f"{stage.name} epoch {epoch + 1}/{stage.epochs} loss "
@@ -555,7 +590,7 @@ def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path, stop: 
             leaving = nxt[0] < len(stages) and (stopping or (stop_after is not None and epochs_this_call >= stop_after))
             if leaving and not saved:
                 _save_resume(resume_path, identity, nxt, method, names, opt if nxt[0] == si else None,
-                             sched if nxt[0] == si else None, gen, history, best, per_part, protos)
+                             sched if nxt[0] == si else None, gen, history, best, per_part, protos, writer=writer)
             if leaving:
                 if stopping:
                     raise Preempted(stop[0], str(resume_path))
