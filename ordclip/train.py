@@ -37,7 +37,7 @@ from ordclip.io import BackgroundWriter, atomic_path, clean_temporaries, load_nu
 from ordclip.methods import METHODS, load
 from ordclip.methods.base import Stage, Task
 from ordclip.metrics import mode_predictions, selection_score, summarize
-from ordclip.models.backbone import create_backbone, tokenizer
+from ordclip.models.backbone import compile_towers, create_backbone, tokenizer
 from ordclip.optim import RAdam
 from ordclip.runs import device_for, inputs, lineage, task_for
 
@@ -502,6 +502,11 @@ def _train_images_writing(cfg: dict, fold: int, paths: dict[str, str], out: Path
     if len(parts["train"].index) == 0 or len(parts["val"].index) == 0:
         raise ConfigError(f"{paths['split']}: fold {fold} has an empty train or val part")
     method = build_method(cfg, device, paths["weights"])
+    if cfg.get("compile"):
+        if device.type != "cuda":
+            raise ConfigError(f"suites.{cfg['suite']}.compile: torch.compile is used for CUDA runs only; this run is "
+                              f"on {device} (set compile: false, or device: cuda)")
+        compile_towers(method.model.backbone if hasattr(method, "model") else method.backbone)
     pipeline = ImagePipeline(bb["image_size"], bb["normalize"], ds.get("hflip", True), device)
     stages = method.stages()
     names = trainable_names(method, stages)

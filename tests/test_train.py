@@ -202,3 +202,20 @@ def test_checkpoint_is_written_in_the_background_from_a_host_copy(tmp_path, monk
     writer.submit(fails)
     with pytest.raises(OSError, match="disk full"):
         writer.wait()
+
+
+def test_compile_is_an_option_of_cuda_runs_only(small, monkeypatch):
+    import copy
+
+    from ordclip.config import run_config
+    from ordclip.errors import ConfigError
+
+    root, params = small
+    monkeypatch.chdir(root)
+    assert "compile" not in run_config(params, "demo", "fading", "coop")    # off: the configuration as before
+    on = copy.deepcopy(params)
+    on["suites"]["demo"]["compile"] = True
+    assert run_config(on, "demo", "fading", "coop")["compile"] is True
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match=r"suites\.demo\.compile: .*CUDA runs only"):
+        run(job_config(on, "train", suite="demo", dataset="fading", method="coop", fold=0))
