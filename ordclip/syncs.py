@@ -34,15 +34,16 @@ HOST_READS = ("tolist", "numpy", "cpu")
 
 
 class _Dispatch(TorchDispatchMode):
-    def __init__(self, events: list[str]) -> None:
+    def __init__(self, events: list[str], host_too: bool = True) -> None:
         super().__init__()
-        self.events = events
+        self.events, self.host_too = events, host_too
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         packet = func.overloadpacket
         if packet in DATA_DEPENDENT:
-            self.events.append(str(func))
+            if self.host_too or any(isinstance(a, torch.Tensor) and a.device.type != "cpu" for a in args):
+                self.events.append(str(func))
         elif packet in (aten.index, aten.index_put, aten.index_put_, aten._index_put_impl_) and any(
                 isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] or ())):
             self.events.append(f"{func} with a boolean mask")
@@ -61,9 +62,12 @@ class _Dispatch(TorchDispatchMode):
 
 
 @contextlib.contextmanager
-def count_syncs() -> Iterator[list[str]]:
+def count_syncs(device: str | torch.device = "cpu") -> Iterator[list[str]]:
     """Record in the yielded list one entry per host sync (see the module docstring) made
-    inside the block."""
+    inside the block. ``device``: where the work runs; on the CPU (the proxy) reads of any
+    tensor count, on an accelerator only reads of tensors on it (a host-resident scalar, such as
+    a non-fused optimizer's step counter, is read without waiting)."""
+    host_too = torch.device(device).type == "cpu"
     events: list[str] = []
     saved = {}
     for name in HOST_READS:
@@ -77,7 +81,7 @@ def count_syncs() -> Iterator[list[str]]:
         setattr(torch.Tensor, name, wrapper)
     cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
     try:
-        with warnings.catch_warnings(record=True) as caught, _Dispatch(events):
+        with warnings.catch_warnings(record=True) as caught, _Dispatch(events, host_too):
             warnings.simplefilter("always")
             if cuda:
                 torch.cuda.set_sync_debug_mode("warn")
