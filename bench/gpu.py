@@ -30,6 +30,10 @@ each it reports:
   prompts padded to all 77 positions and the text transformer run over them (ours stops at the
   longest EOT, exact under the causal mask), fp16 autocast with a GradScaler (the official
   ``precision: 16``; on CUDA), and a host sync per step (the loss read back for logging);
+- ``official data img/s``: the official input pipeline alone (JPEG files decoded by PIL,
+  torchvision's transforms, an 8-worker DataLoader; see official_data_rate), the most images per
+  second the official loop could be fed; ``eval img/s`` ours (batch 256) and ``official eval img/s``
+  (batch 32, 77-token text, as the official evaluation) over the val and test parts;
 - ``syncs/step``: host syncs of one step of ours (ordclip.syncs.count_syncs; with CUDA also its sync
   debug mode); ``cpu ms``: the process's CPU time per step; ``GPU busy``: the share of a step's wall
   time in which the GPU runs kernels (torch.profiler, CUDA only; "-" elsewhere), low when the host
@@ -200,6 +204,69 @@ def step_fn(method, stage, part: Part, pipeline, opt, gen, batch: int, amp, devi
     return step
 
 
+class JpegFiles(torch.utils.data.Dataset):
+    """The official input pipeline's dataset: JPEG files read by PIL, then torchvision's
+    Resize, RandomCrop, RandomHorizontalFlip, ToTensor and Normalize (the OrdinalCLIP/NumCLIP
+    training transform)."""
+
+    def __init__(self, paths: list[Path], resize: int, size: int, normalize: str) -> None:
+        import torchvision.transforms as T
+
+        from ordclip.data.loader import NORMALIZE
+
+        mean, std = NORMALIZE[normalize]
+        self.paths = paths
+        self.transform = T.Compose([T.Resize(resize), T.RandomCrop(size), T.RandomHorizontalFlip(), T.ToTensor(),
+                                    T.Normalize(mean, std)])
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        with Image.open(self.paths[i]) as im:
+            return self.transform(im.convert("RGB")), 0
+
+
+_JPEGS: dict[tuple[int, int], list[Path]] = {}
+_DATA_RATES: dict[tuple[int, int, int], float] = {}   # measured once per image size, count and batch
+
+
+def official_data_rate(bb: dict, batch: int, count: int, args, device: torch.device) -> float:
+    """Images/s of the official input pipeline alone: ``count`` random-pixel JPEGs (quality 95,
+    at the cache's size; noise decodes slower than photographs) through a shuffling DataLoader of
+    8 workers (2 with --tiny), pinned and copied to the device, after the first batch."""
+    from PIL import Image
+
+    key = (bb["resize"], count)
+    if (*key, batch) in _DATA_RATES:
+        return _DATA_RATES[(*key, batch)]
+    if key not in _JPEGS:
+        folder = Path(tempfile.mkdtemp(prefix="ordclip-jpegs-"))
+        rng = np.random.default_rng(0)
+        _JPEGS[key] = []
+        for i in range(count):
+            path = folder / f"{i}.jpg"
+            pixels = rng.integers(0, 256, (bb["resize"], bb["resize"], 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(path, quality=95)
+            _JPEGS[key].append(path)
+    loader = torch.utils.data.DataLoader(
+        JpegFiles(_JPEGS[key], bb["resize"], bb["image_size"], bb["normalize"]), batch_size=batch, shuffle=True,
+        num_workers=2 if args.tiny else 8, pin_memory=device.type == "cuda", drop_last=True)
+    batches = iter(loader)
+    next(batches)
+    n, t0 = 0, time.perf_counter()
+    for x, _ in batches:
+        x.to(device, non_blocking=True)
+        n += len(x)
+        if n >= args.steps * batch * 4:
+            break
+    sync(device)
+    _DATA_RATES[(*key, batch)] = n / (time.perf_counter() - t0)
+    return _DATA_RATES[(*key, batch)]
+
+
 def gpu_busy(fn, device: torch.device, reps: int) -> float | None:
     """Share of the wall time of ``reps`` calls of ``fn`` in which CUDA kernels run (None off CUDA)."""
     if device.type != "cuda":
@@ -262,7 +329,8 @@ def bare_row(bb: dict, batch: int, args, device, peak: float, spec: float | None
     flops = batch * 3 * vit_forward_flops(visual, bb["image_size"])
     busy = gpu_busy(step, device, args.steps)
     return {"method": "bare", "stage": "image tower + AdamW", "batch": batch, "img/s": batch / step_s,
-            "official img/s": None, "syncs/step": syncs_per_step(step, device), "cpu ms": cpu_ms(step, device, args.steps),
+            "official img/s": None, "syncs/step": syncs_per_step(step, device),
+            "cpu ms": cpu_ms(step, device, args.steps),
             "GPU busy": busy, "peak GiB": _peak_gib(device), "MFU": flops / step_s / peak,
             "MFU spec": flops / step_s / spec if spec else None}
 
@@ -357,6 +425,8 @@ def bench_stage(name: str, cfg: dict, method, backbone, stage_index: int, parts:
         ckpt_mb = path.stat().st_size / 2 ** 20
     eval_s = timed(lambda: predict_part(method, parts["test"], pipeline, amp), device, 1) \
         * (sizes["val"] + sizes["test"]) / sizes["test"]
+    with official_text(True):
+        official_eval_s = timed(lambda: predict_part(method, parts["test"], pipeline, amp, batch_size=32), device, 1)
 
     image_mult = 3 if image_trains else 1
     flops = batch * image_mult * vit_forward_flops(backbone.visual, bb["image_size"])
@@ -367,7 +437,10 @@ def bench_stage(name: str, cfg: dict, method, backbone, stage_index: int, parts:
     run_s = epochs * (steps_per_epoch * step_s + eval_s)
     run_s += math.floor(run_s / (60 * args.checkpoint_minutes)) * ckpt_s
     return {"method": name, "stage": stage.name, "batch": batch, "img/s": batch / step_s,
-            "official img/s": batch / official_s, "syncs/step": syncs, "cpu ms": step_cpu_ms, "GPU busy": busy,
+            "official img/s": batch / official_s, "eval img/s": (sizes["val"] + sizes["test"]) / eval_s,
+            "official eval img/s": sizes["test"] / official_eval_s,
+            "official data img/s": official_data_rate(bb, batch, sizes["train"], args, device),
+            "syncs/step": syncs, "cpu ms": step_cpu_ms, "GPU busy": busy,
             **{f"{k} ms": 1e3 * v for k, v in split.items()},
             "ckpt s": ckpt_s, "ckpt MiB": ckpt_mb, "peak GiB": peak_mem, "MFU": flops / step_s / peak,
             "MFU spec": flops / step_s / spec if spec else None,
@@ -387,7 +460,8 @@ def throughput_child(args, device: torch.device) -> None:
         cfg["method"]["batch_size"] = min(cfg["method"]["batch_size"], 16)
     bb, mcfg, ds = cfg["backbone"], cfg["method"], cfg["dataset"]
     lo, hi = params["datasets"]["morph2"]["ranks"]
-    parts, labels = synthetic_parts(TINY if args.tiny else MORPH, bb["resize"], lo, hi, ds.get("rank_offset", 0), device)
+    sizes = TINY if args.tiny else MORPH
+    parts, labels = synthetic_parts(sizes, bb["resize"], lo, hi, ds.get("rank_offset", 0), device)
     torch.manual_seed(0)
     method = load(mcfg["kind"]).build(create_backbone(bb, None), tokenizer(bb), make_task(ds, labels), mcfg).to(device)
     stage = method.stages()[0]
@@ -488,7 +562,8 @@ def main() -> None:
     paper_batches = sorted({r["batch"] for r in rows})
     rows += [bare_row(bb, b, args, device, peak, spec) for b in paper_batches]
     rows += runs_per_gpu_rows(methods, args.runs_per_gpu, args)
-    cols = ["method", "stage", "batch", "img/s", "official img/s", "syncs/step", "cpu ms", "GPU busy", "data ms",
+    cols = ["method", "stage", "batch", "img/s", "official img/s", "official data img/s", "eval img/s",
+            "official eval img/s", "syncs/step", "cpu ms", "GPU busy", "data ms",
             "image ms", "text ms", "optim ms", "other ms", "ckpt s", "ckpt MiB", "peak GiB", "MFU", "MFU spec",
             "text seq", "epochs", "run min"]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else machine()
