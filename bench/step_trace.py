@@ -2,7 +2,7 @@
 backbone, with one source tree, and compare two traces: the check that a change to prompts,
 losses, the optimizer or the trainer leaves every step's arithmetic as it was.
 
-    .venv/bin/python bench/step_trace.py trace --src TREE --out FILE.npz [--dtype float64]
+    .venv/bin/python bench/step_trace.py trace --src TREE --out FILE.npz [--dtype float64] [--autocast]
     .venv/bin/python bench/step_trace.py compare A.npz B.npz
 
 A trace holds, per method and step: the logits, every loss term, every trainable parameter's
@@ -26,7 +26,9 @@ RUNS = [("coop", 0), ("ordinalclip", 0), ("baseline", 0), ("l2rclip", 0), ("l2rc
 STEPS = 8
 
 
-def trace(dtype: str) -> dict[str, np.ndarray]:
+def trace(dtype: str, autocast: bool = False) -> dict[str, np.ndarray]:
+    """The trace (see the module docstring); ``autocast``: the losses under CPU bf16 autocast, as
+    the trainer runs them under CUDA's."""
     import torch
 
     from ordclip.config import load_params
@@ -61,12 +63,13 @@ def trace(dtype: str) -> dict[str, np.ndarray]:
         key = f"{kind}{stage_index}"
         method.train()
         for t in range(STEPS):
-            terms = method.losses(x, y, stage)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                terms = method.losses(x, y, stage)
             total = sum(stage.loss_weights[k] * v for k, v in terms.items())
             opt.zero_grad(set_to_none=True)
             total.backward()
             for k, v in terms.items():
-                out[f"{key}/{t}/loss/{k}"] = v.detach().numpy()
+                out[f"{key}/{t}/loss/{k}"] = v.detach().float().numpy()
             for g in opt.param_groups:
                 for p in g["params"]:
                     if p.grad is not None:
@@ -78,10 +81,10 @@ def trace(dtype: str) -> dict[str, np.ndarray]:
                     for m in ("exp_avg", "exp_avg_sq"):
                         if m in opt.state[p]:
                             out[f"{key}/{t}/{m}/{names[id(p)]}"] = opt.state[p][m].numpy().copy()
-            with torch.no_grad():
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
                 logits = method.predict(x).get("logits")
             if logits is not None:
-                out[f"{key}/{t}/logits"] = logits.numpy()
+                out[f"{key}/{t}/logits"] = logits.float().numpy()
     return out
 
 
@@ -116,6 +119,7 @@ def main() -> None:
     t.add_argument("--src", type=Path, default=ROOT)
     t.add_argument("--out", type=Path, required=True)
     t.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    t.add_argument("--autocast", action="store_true", help="the losses under CPU bf16 autocast")
     t.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     c = sub.add_parser("compare")
     c.add_argument("a", type=Path)
@@ -123,10 +127,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.verb == "trace" and not args.inner:
         env = {**os.environ, "PYTHONPATH": str(args.src.resolve())}
-        subprocess.run([sys.executable, __file__, "trace", "--inner", "--out", str(args.out), "--dtype", args.dtype],
-                       env=env, check=True, cwd=args.src)
+        subprocess.run([sys.executable, __file__, "trace", "--inner", "--out", str(args.out), "--dtype", args.dtype,
+                        *(["--autocast"] if args.autocast else [])], env=env, check=True, cwd=args.src)
     elif args.verb == "trace":
-        np.savez(args.out, **trace(args.dtype))
+        np.savez(args.out, **trace(args.dtype, args.autocast))
     else:
         with np.load(args.a) as na, np.load(args.b) as nb:
             worst = compare(dict(na), dict(nb))
