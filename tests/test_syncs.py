@@ -70,3 +70,18 @@ def test_a_training_step_has_no_host_sync(kind, stage_index):
     assert set(terms) == set(stage.loss_weights)
     assert events == []
     assert all(s["step"] == 7 for s in opt.state.values())
+
+
+def test_host_tensors_go_to_cuda_pinned_and_non_blocking(monkeypatch):
+    # the CPU cannot see a blocking host-to-device copy, so the one path every per-step copy takes
+    # (data.loader.to_device) is pinned here: pinned memory, then a non-blocking copy
+    calls = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: calls.append("pin") or self)
+    real_to = torch.Tensor.to
+    monkeypatch.setattr(torch.Tensor, "to", lambda self, *a, **k: calls.append(("to", str(a[0]), k)) or self)
+    t = torch.arange(3)
+    to_device(t, torch.device("cuda"))
+    assert calls == ["pin", ("to", "cuda", {"non_blocking": True})]
+    calls.clear()
+    monkeypatch.setattr(torch.Tensor, "to", real_to)
+    assert to_device(t, torch.device("cpu")) is t and calls == []
