@@ -281,7 +281,7 @@ def gpu_busy(fn, device: torch.device, reps: int) -> float | None:
             fn()
         sync(device)
         wall = time.perf_counter() - t0
-    kernels = sum(e.device_time for e in prof.events() if e.device_type.name == "CUDA")  # µs
+    kernels = sum(e.time_range.elapsed_us() for e in prof.events() if e.device_type.name == "CUDA")
     return kernels / 1e6 / wall
 
 

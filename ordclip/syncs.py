@@ -50,13 +50,16 @@ class _Dispatch(TorchDispatchMode):
         elif packet is aten.repeat_interleave and kwargs.get("output_size") is None:
             self.events.append(f"{func} without output_size")
         elif packet is aten._to_copy or packet is aten.copy_:
-            src = args[0] if packet is aten._to_copy else args[1]
-            dst = kwargs.get("device") if packet is aten._to_copy else args[0].device
+            if packet is aten._to_copy:
+                src, dst, non_blocking = args[0], kwargs.get("device"), kwargs.get("non_blocking", False)
+            else:
+                src, dst = args[1], args[0].device
+                non_blocking = kwargs.get("non_blocking", args[2] if len(args) > 2 else False)
             dst = torch.device(dst) if dst is not None else src.device
             if isinstance(src, torch.Tensor) and src.device != dst:
                 if dst.type == "cpu":
                     self.events.append(f"{func} to the host")
-                elif src.device.type == "cpu" and not kwargs.get("non_blocking", False):
+                elif src.device.type == "cpu" and not non_blocking:
                     self.events.append(f"{func} to {dst} without non_blocking")
         return func(*args, **kwargs)
 

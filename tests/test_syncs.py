@@ -33,8 +33,10 @@ def test_the_counter_sees_each_kind_of_sync():
         x.cpu()
         x.numpy()
         torch.repeat_interleave(torch.tensor([1, 2]))
+        x.to("meta")                             # a blocking copy to another device
+        x.to("meta", non_blocking=True)          # none
         x[:2] * 2 + x[torch.tensor([0, 3])]      # none: elementwise and integer indexing
-    assert len(events) == 9, events
+    assert len(events) == 10, events
     assert torch.Tensor.tolist is torch._C.TensorBase.tolist    # restored
 
 
