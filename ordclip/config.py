@@ -444,6 +444,8 @@ def run_config(params: Mapping, suite: str, dataset: str, method: str) -> dict:
         "seed": params["seed"],
         "device": s.get("device", "auto"),
         "precision": s.get("precision", "auto"),
+        # only when on: a run without it keeps the configuration (and hash) it had before the option
+        **({"compile": True} if s.get("compile") else {}),
         "backbone": backbone_config(params, s["backbone"]),
         "dataset": apply_rank_space(dataset_config(params, dataset), params["methods"][method]["kind"]),
         "method": method_config(params, suite, method, dataset),

@@ -12,8 +12,9 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from ordclip.errors import DataError
 
@@ -99,6 +100,38 @@ def atomic_path(path: str | os.PathLike, is_dir: bool = False, checked: bool = F
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+class BackgroundWriter:
+    """Runs writes in a background thread, one at a time, so that the caller goes on meanwhile.
+
+    ``submit(fn)`` first waits for the previous write, then starts ``fn`` (which must not touch
+    anything the caller changes afterwards: give it its own copy of the data). ``wait()`` blocks
+    until the current write is done and re-raises its exception, if it had one; call it before
+    anything that relies on the file being in place (and before the process ends)."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def _run(self, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except BaseException as exc:  # re-raised in the caller's thread by wait()
+            self._error = exc
+
+    def submit(self, fn: Callable[[], None]) -> None:
+        self.wait()
+        self._thread = threading.Thread(target=self._run, args=(fn,), name="ordclip-writer")
+        self._thread.start()
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

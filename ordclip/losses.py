@@ -11,6 +11,12 @@ def ce_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, y)
 
 
+def _one_hot_t(y: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tensor:
+    """(C, B) 1[y_b = k], F.one_hot(y, C).T as a comparison: F.one_hot checks the labels'
+    range with two reads back to the host on the CPU."""
+    return (torch.arange(num_classes, device=y.device)[:, None] == y[None, :]).to(dtype)
+
+
 def t2i_kl_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """OrdinalCLIP's text→image matching loss (OrdinalCLIP §3.4, `Runner.compute_kl_loss`).
 
@@ -21,7 +27,7 @@ def t2i_kl_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     Ranks absent from the batch have no target and contribute nothing.
     """
     num_ranks = logits.shape[1]
-    onehot = F.one_hot(y, num_ranks).T.to(logits.dtype)  # (R, B)
+    onehot = _one_hot_t(y, num_ranks, logits.dtype)  # (R, B)
     present = onehot.sum(dim=1) > 0
     target = torch.softmax(10 * onehot, dim=1) * present[:, None]
     log_pred = F.log_softmax(logits.T, dim=1)
@@ -57,7 +63,7 @@ def fcrc_kl_loss(logits: torch.Tensor, y: torch.Tensor, num_classes: int) -> tor
     rows of absent classes keep weight 1 (they have no target). A row whose images all have
     class k (so Σ_j' |k − c_j'| = 0) gets weight 1 throughout, as in the official code.
     """
-    onehot = F.one_hot(y, num_classes).T.to(logits.dtype)  # (d, B)
+    onehot = _one_hot_t(y, num_classes, logits.dtype)  # (d, B)
     present = onehot.sum(dim=1) > 0
     dist = (torch.arange(num_classes, device=y.device)[:, None] - y[None, :]).abs().to(logits.dtype)
     w = dist / dist.sum(dim=1, keepdim=True).clamp_min(torch.finfo(logits.dtype).tiny) * (num_classes - 1)
@@ -80,10 +86,12 @@ def asymmetric_contrastive_loss(text_features: torch.Tensor, image_features: tor
     scale = torch.as_tensor(logit_scale, dtype=text_features.dtype, device=text_features.device).exp()
     logits = scale * text_features @ image_features.T  # (N_t, B)
     mask = (text_labels[:, None] == image_labels[None, :]).to(logits.dtype)
-    has_pos = mask.sum(dim=1) > 0
+    count = mask.sum(dim=1)
+    has_pos = (count > 0).to(logits.dtype)
     log_prob = F.log_softmax(logits, dim=1)
-    mean_pos = (mask * log_prob).sum(dim=1)[has_pos] / mask.sum(dim=1)[has_pos]
-    return -mean_pos.mean()
+    # the mean over the texts with positives, as sums weighted by has_pos (no boolean indexing: no host sync)
+    mean_pos = (mask * log_prob).sum(dim=1) / count.clamp_min(1)
+    return -(mean_pos * has_pos).sum() / has_pos.sum()
 
 
 def ordinal_pairwise_loss(image_features: torch.Tensor, text_features: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -120,12 +128,16 @@ def ordinal_stage1_loss(image_features: torch.Tensor, text_features: torch.Tenso
     released code divides by zero: its weights are 0 here.
     """
     b = y.shape[0]
-    pairs = torch.triu(torch.ones(b, b, dtype=torch.bool, device=y.device), diagonal=1)
     tightness = (image_features - center_features).pow(2).sum(dim=1).mean()
     if b < 2:
         return 0.5 * tightness
-    gaps = (y[:, None] - y[None, :]).abs().to(image_features.dtype)[pairs]
-    w = (gaps - gaps.min()) / gaps.max().clamp_min(1)
-    push = -(w * torch.cdist(image_features, text_features)[pairs]).mean()
-    spread = -(w * torch.cdist(text_features, text_features)[pairs]).mean()
+    # the means over the pairs i < j as sums over the (B, B) matrices weighted by the pair mask
+    # (no boolean indexing: no host sync)
+    pairs = torch.triu(torch.ones(b, b, dtype=image_features.dtype, device=y.device), diagonal=1)
+    n_pairs = b * (b - 1) // 2
+    gaps = (y[:, None] - y[None, :]).abs().to(image_features.dtype)
+    smallest = torch.where(pairs > 0, gaps, torch.full_like(gaps, torch.inf)).min()
+    w = (gaps - smallest) / (gaps * pairs).max().clamp_min(1) * pairs
+    push = -(w * torch.cdist(image_features, text_features)).sum() / n_pairs
+    spread = -(w * torch.cdist(text_features, text_features)).sum() / n_pairs
     return push + 0.5 * tightness + 0.5 * spread

@@ -29,15 +29,16 @@ import torch
 
 from ordclip import layout
 from ordclip.config import config_hash
-from ordclip.data.loader import ImagePipeline, Part, load_fold
+from ordclip.data.loader import ImagePipeline, Part, load_fold, to_device
 from ordclip.data.splits import read_index, read_split
 from ordclip.errors import ConfigError, Preempted
 from ordclip.evaluate import select
-from ordclip.io import atomic_path, clean_temporaries, load_numpy, save_torch, sha256_file, write_json, write_text
+from ordclip.io import (BackgroundWriter, atomic_path, clean_temporaries, load_numpy, save_torch, sha256_file,
+                        write_json, write_text)
 from ordclip.methods import METHODS, load
 from ordclip.methods.base import Stage, Task
 from ordclip.metrics import mode_predictions, selection_score, summarize
-from ordclip.models.backbone import create_backbone, tokenizer
+from ordclip.models.backbone import compile_towers, create_backbone, tokenizer
 from ordclip.optim import RAdam
 from ordclip.runs import device_for, inputs, lineage, task_for
 
@@ -202,9 +203,44 @@ def _quick_metrics(outputs: dict[str, np.ndarray], y: np.ndarray) -> dict:
     return {mode: summarize(pred, y) for mode, pred in mode_predictions(outputs).items()}
 
 
+def train_batch(part: Part, pipeline: ImagePipeline, gen: torch.Generator, stage: Stage, order: torch.Tensor,
+                perm: torch.Tensor, start: int, batch_size: int, inputs: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training batch at ``start`` of the epoch's order: (images augmented for the stage's
+    view, or rows of ``inputs``; ranks). ``order`` is the epoch's permutation on the ranks'
+    device, ``perm`` the same on the host (the rows of streamed images)."""
+    idx = order[start:start + batch_size]
+    y = part.ranks[idx]
+    if inputs is not None:
+        return inputs[idx], y
+    rows = idx if part.images.device == idx.device else perm[start:start + batch_size]
+    return pipeline(part.images[rows], train=True, generator=gen, view=stage.view), y
+
+
+def train_step(method, stage: Stage, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+               amp) -> dict[str, torch.Tensor]:
+    """One optimisation step: the method's loss terms, their weighted sum L = Σ_k w_k · L_k,
+    backward, the optimizer's step. Returns the terms, detached, in float32, on the device (the
+    host reads nothing: no sync)."""
+    with amp:
+        terms = method.losses(x, y, stage)
+    unknown = set(terms) - set(stage.loss_weights)
+    if unknown:
+        raise ConfigError(f"loss_weights: no weight for loss term(s) {sorted(unknown)} of stage {stage.name!r}")
+    total = sum(stage.loss_weights[k] * v.float() for k, v in terms.items())
+    opt.zero_grad(set_to_none=True)
+    total.backward()
+    opt.step()
+    return {k: v.detach().float() for k, v in terms.items()}
+
+
 def _train_epoch(method, stage, part, pipeline, opt, gen, batch_size, amp, bar, stop: list[int],
-                 partial: dict | None = None) -> tuple[dict[str, float] | None, dict | None]:
+                 partial: dict | None = None, inputs: torch.Tensor | None = None
+                 ) -> tuple[dict[str, float] | None, dict | None]:
     """One epoch over the train part: (mean loss terms, None) once it is complete.
+
+    ``inputs``: the method's per-image inputs for the stage (stage_inputs), rows of which replace
+    the augmented images.
 
     If a stop was requested (``stop`` non-empty) before the last step, it returns after the current
     step with (None, partial): the epoch's order, next batch start and loss sums, from which a later
@@ -216,20 +252,12 @@ def _train_epoch(method, stage, part, pipeline, opt, gen, batch_size, amp, bar, 
         perm, first, sums = torch.randperm(n, generator=gen), 0, {}
     else:
         perm, first, sums = partial["perm"], partial["next"], dict(partial["sums"])
+    order = to_device(perm, part.ranks.device)  # once per epoch; each step slices it on the device
     for start in range(first, n, batch_size):
-        idx = perm[start:start + batch_size].to(part.images.device)
-        x, y = pipeline(part.images[idx], train=True, generator=gen, view=stage.view), part.ranks[idx]
-        with amp:
-            terms = method.losses(x, y, stage)
-        unknown = set(terms) - set(stage.loss_weights)
-        if unknown:
-            raise ConfigError(f"loss_weights: no weight for loss term(s) {sorted(unknown)} of stage {stage.name!r}")
-        total = sum(stage.loss_weights[k] * v.float() for k, v in terms.items())
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
+        x, y = train_batch(part, pipeline, gen, stage, order, perm, start, batch_size, inputs)
+        terms = train_step(method, stage, opt, x, y, amp)
         for k, v in terms.items():
-            sums[k] = sums.get(k, 0) + v.detach().float() * len(idx)
+            sums[k] = sums.get(k, 0) + v * len(y)
         bar.update(1)
         if stop and start + batch_size < n:
             return None, {"perm": perm, "next": start + batch_size, "sums": {k: v.cpu() for k, v in sums.items()}}
@@ -339,31 +367,53 @@ RESUME_FILE = "resume.pt"
 RESUME_MAGIC = b"ordclip-resume/2 sha256="
 
 
+def _host_copy(obj):
+    """``obj`` with every tensor copied to host memory (new storage: the training goes on changing
+    the originals in place), containers copied; other values shared."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _host_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_host_copy(v) for v in obj)
+    return obj
+
+
 def _save_resume(path: Path, identity: dict, at: tuple[int, int], method, names: list[str], opt, sched,
                  gen: torch.Generator, history: list[dict], best: dict, per_part: dict[str, list[dict]],
-                 protos: list[np.ndarray], partial: dict | None = None) -> None:
+                 protos: list[np.ndarray], partial: dict | None = None, writer: BackgroundWriter | None = None) -> None:
     """Write resume.pt atomically: the state from which training continues at stage/epoch ``at``
     (and, with ``partial``, at that step inside the epoch). ``opt``/``sched`` None: a new stage.
 
     The file is a header line ``ordclip-resume/2 sha256=<hex>`` followed by the torch.save bytes,
-    whose sha256 _load_resume checks before it unpickles anything."""
-    buf = io.BytesIO()
-    torch.save({
+    whose sha256 _load_resume checks before it unpickles anything. The state is copied to host
+    memory here; with ``writer`` its serialisation, checksum and atomic write run in the
+    writer's background thread (the caller must ``writer.wait()`` before relying on the file)."""
+    state = {
         "identity": identity, "stage": at[0], "stage_epoch": at[1],
         "model": trainable_state(method, names),
-        "optimizer": opt.state_dict() if opt is not None else None,
-        "scheduler": sched.state_dict() if sched is not None else None, "generator": gen.get_state(),
-        "torch_rng": torch.get_rng_state(), "history": history, "best": best,
+        "optimizer": _host_copy(opt.state_dict()) if opt is not None else None,
+        "scheduler": _host_copy(sched.state_dict()) if sched is not None else None, "generator": gen.get_state(),
+        "torch_rng": torch.get_rng_state(), "history": list(history), "best": dict(best),
         "outputs": {p: [{k: torch.from_numpy(v) for k, v in o.items()} for o in lst]
                     for p, lst in per_part.items()},
         "prototypes": [torch.from_numpy(p) for p in protos],
-        "partial": partial,
-    }, buf)
-    payload = buf.getvalue()
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(RESUME_MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n")
-            f.write(payload)
+        "partial": _host_copy(partial),
+    }
+
+    def write() -> None:
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        payload = buf.getvalue()
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(RESUME_MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n")
+                f.write(payload)
+
+    if writer is None:
+        write()
+    else:
+        writer.submit(write)
 
 
 def _set_aside(path: Path, reason: str) -> None:
@@ -429,7 +479,20 @@ def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path, stop: 
     """Train a run on images. resume.pt is written at the end of an epoch once ``checkpoint_seconds``
     have passed since this call started or last wrote it (0: after every epoch), and always before
     leaving early: on a stop signal (mid-epoch too) and after ``stop_after`` epochs. Writing it
-    changes no result: the state it saves is only read back by a later call."""
+    changes no result: the state it saves is only read back by a later call. The state is copied
+    to host memory at once and written by a background thread while training goes on; this call
+    returns (or raises) only once the last write is complete."""
+    writer = BackgroundWriter()
+    try:
+        return _train_images_writing(cfg, fold, paths, out, stop, stop_after, identity, checkpoint_seconds, writer)
+    finally:
+        writer.wait()
+
+
+def _train_images_writing(cfg: dict, fold: int, paths: dict[str, str], out: Path, stop: list[int],
+                          stop_after: int | None, identity: dict, checkpoint_seconds: float,
+                          writer: BackgroundWriter) -> torch.device | None:
+    """_train_images with its checkpoints written by ``writer``."""
     mcfg, bb, ds = cfg["method"], cfg["backbone"], cfg["dataset"]
     device = device_for(cfg["device"], f"train {ds['name']}/{mcfg['name']}/fold{fold}")
     amp = amp_context(device, cfg.get("precision", "auto"))
@@ -440,6 +503,11 @@ def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path, stop: 
     if len(parts["train"].index) == 0 or len(parts["val"].index) == 0:
         raise ConfigError(f"{paths['split']}: fold {fold} has an empty train or val part")
     method = build_method(cfg, device, paths["weights"])
+    if cfg.get("compile"):
+        if device.type != "cuda":
+            raise ConfigError(f"suites.{cfg['suite']}.compile: torch.compile is used for CUDA runs only; this run is "
+                              f"on {device} (set compile: false, or device: cuda)")
+        compile_towers(method.model.backbone if hasattr(method, "model") else method.backbone)
     pipeline = ImagePipeline(bb["image_size"], bb["normalize"], ds.get("hflip", True), device)
     stages = method.stages()
     names = trainable_names(method, stages)
@@ -484,14 +552,16 @@ def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path, stop: 
         if si == start_stage and opt_state is not None:
             opt.load_state_dict(opt_state)
             sched.load_state_dict(sched_state)
+        stage_inputs = getattr(method, "stage_inputs", None)
+        inputs = stage_inputs(stage, parts["train"], pipeline, amp) if stage_inputs is not None else None
         for epoch in range(first, stage.epochs):
             t = time.time()
             lrs = {g["name"]: g["lr"] for g in opt.param_groups}
             losses, partial = _train_epoch(method, stage, parts["train"], pipeline, opt, gen, batch_size, amp, bar,
-                                           stop, partial)
+                                           stop, partial, inputs)
             if partial is not None:
                 _save_resume(resume_path, identity, (si, epoch), method, names, opt, sched, gen, history, best,
-                             per_part, protos, partial)
+                             per_part, protos, partial, writer=writer)
                 raise Preempted(stop[0], str(resume_path))
             sched.step()
             val = predict_part(method, parts["val"], pipeline, amp)
@@ -515,7 +585,7 @@ def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path, stop: 
             saved = time.monotonic() - last_save >= checkpoint_seconds
             if saved:
                 _save_resume(resume_path, identity, nxt, method, names, opt if nxt[0] == si else None,
-                             sched if nxt[0] == si else None, gen, history, best, per_part, protos)
+                             sched if nxt[0] == si else None, gen, history, best, per_part, protos, writer=writer)
                 last_save = time.monotonic()
             # printed once the epoch's log (and checkpoint, when one was due) is in place
             bar.line(f"{stage.name} epoch {epoch + 1}/{stage.epochs} loss "
@@ -526,7 +596,7 @@ def _train_images(cfg: dict, fold: int, paths: dict[str, str], out: Path, stop: 
             leaving = nxt[0] < len(stages) and (stopping or (stop_after is not None and epochs_this_call >= stop_after))
             if leaving and not saved:
                 _save_resume(resume_path, identity, nxt, method, names, opt if nxt[0] == si else None,
-                             sched if nxt[0] == si else None, gen, history, best, per_part, protos)
+                             sched if nxt[0] == si else None, gen, history, best, per_part, protos, writer=writer)
             if leaving:
                 if stopping:
                     raise Preempted(stop[0], str(resume_path))

@@ -19,8 +19,11 @@ def test_gpu_benchmark_runs_tiny(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and "---" not in line]
     header, *body = [[c.strip() for c in r.strip("|").split("|")] for r in rows]
-    assert [r[:2] for r in body] == [["ordinalclip", "train"], ["l2rclip", "prompts"], ["l2rclip", "image"]]
-    for r in body:
+    assert [r[:2] for r in body] == [["ordinalclip", "train"], ["l2rclip", "prompts"], ["l2rclip", "image"],
+                                     ["bare", "image tower + AdamW"]]
+    for r in body[:-1]:
         values = dict(zip(header, r))
         assert float(values["img/s"]) > 0 and float(values["official img/s"]) > 0
         assert 0 < float(values["MFU"].rstrip("%")) and float(values["run min"]) > 0
+        assert values["syncs/step"] == "0" and float(values["cpu ms"]) > 0
+    assert float(dict(zip(header, body[-1]))["img/s"]) > 0

@@ -228,3 +228,122 @@ def test_numclip_trains_ranks_image_adapter_regressor_not_context_or_text():
     assert prefixes == {"model.prompts.ranks", "model.backbone.visual", "adapter", "regressor"}
     out = method.predict(torch.randn(2, 3, 32, 32))
     assert set(out) == {"value", "bin_value"} and out["value"].shape == (2,)
+
+
+# --- the step without host syncs: masks as arithmetic, frozen features computed once ----------
+
+def _contrastive_by_mask(text, image, text_labels, image_labels, logit_scale):
+    """asymmetric_contrastive_loss as it was written with boolean indexing (a host sync)."""
+    logits = torch.as_tensor(logit_scale, dtype=text.dtype).exp() * text @ image.T
+    mask = (text_labels[:, None] == image_labels[None, :]).to(logits.dtype)
+    has_pos = mask.sum(dim=1) > 0
+    mean_pos = (mask * F.log_softmax(logits, dim=1)).sum(dim=1)[has_pos] / mask.sum(dim=1)[has_pos]
+    return -mean_pos.mean()
+
+
+def _stage1_by_mask(image, text, center, y):
+    """ordinal_stage1_loss as it was written with boolean indexing (a host sync)."""
+    b = y.shape[0]
+    pairs = torch.triu(torch.ones(b, b, dtype=torch.bool), diagonal=1)
+    tightness = (image - center).pow(2).sum(dim=1).mean()
+    gaps = (y[:, None] - y[None, :]).abs().to(image.dtype)[pairs]
+    w = (gaps - gaps.min()) / gaps.max().clamp_min(1)
+    return (-(w * torch.cdist(image, text)[pairs]).mean() + 0.5 * tightness
+            - 0.5 * (w * torch.cdist(text, text)[pairs]).mean())
+
+
+@pytest.mark.parametrize("b", [5, 30])     # cdist computes through a matmul from 25 rows on
+def test_l2rclip_losses_without_masks_equal_the_masked_form(b):
+    from ordclip.losses import ordinal_stage1_loss
+
+    gen = torch.Generator().manual_seed(0)
+    text = F.normalize(torch.randn(6, 8, generator=gen, dtype=torch.float64), dim=-1).requires_grad_()
+    image = F.normalize(torch.randn(b, 8, generator=gen, dtype=torch.float64), dim=-1).requires_grad_()
+    y = torch.randint(0, 5, (b,), generator=gen)
+    y[0] = 4                              # rank 5 has no image: a text without positives
+    y = torch.where(y == 5, 4, y)
+    labels = torch.arange(6)
+    for ours, theirs, args in [(asymmetric_contrastive_loss, _contrastive_by_mask, (text, image, labels, y, 0.5)),
+                               (ordinal_stage1_loss, _stage1_by_mask, (image, text[y], text[y], y))]:
+        a, c = ours(*args), theirs(*args)
+        ga = torch.autograd.grad(a, [text, image], allow_unused=True, retain_graph=True)
+        gc = torch.autograd.grad(c, [text, image], allow_unused=True)
+        assert a.item() == pytest.approx(c.item(), rel=1e-12)
+        for u, v in zip(ga, gc):
+            assert torch.allclose(u, v, rtol=1e-10, atol=1e-14) and not u.isnan().any()
+
+
+def _l2r_method():
+    import numpy as np
+
+    return _build("l2rclip", L2R, make_task(_dataset([0, 5]), np.array([0])))
+
+
+def test_l2rclip_stage2_computes_its_frozen_prompts_once_and_trains_the_same():
+    from ordclip.optim import RAdam
+
+    def steps(cache):
+        method = _l2r_method()
+        stage = method.stages()[1]
+        set_trainable(method, stage)
+        opt = RAdam([p for g in stage.groups if g.lr > 0 for p in g.params], lr=1e-2)
+        calls = []
+        pooled = method.model.pooled_text
+        method.model.pooled_text = lambda: calls.append(1) or pooled()
+        gen = torch.Generator().manual_seed(0)
+        out = []
+        for _ in range(7):
+            if not cache:
+                method._text_cache = None
+            terms = method.losses(torch.randn(6, 3, 32, 32, generator=gen), torch.tensor([0, 1, 2, 3, 4, 5]), stage)
+            opt.zero_grad()
+            sum(terms.values()).backward()
+            opt.step()
+            out.append([t.detach() for t in terms.values()] + [p.detach().clone() for p in opt.param_groups[0]["params"]])
+        return out, len(calls)
+
+    cached, n_cached = steps(True)
+    fresh, n_fresh = steps(False)
+    assert (n_cached, n_fresh) == (1, 7)
+    for a, b in zip(cached, fresh):         # the same kernels on the same values: bit for bit
+        assert all(torch.equal(u, v) for u, v in zip(a, b))
+
+
+def test_l2rclip_stage1_computes_its_frozen_image_features_once():
+    import dataclasses
+
+    import numpy as np
+
+    from ordclip.data.loader import ImagePipeline, Part
+
+    method = _l2r_method()
+    first, second = method.stages()
+    part = Part(np.arange(20), torch.randint(0, 256, (20, 36, 36, 3), dtype=torch.uint8), torch.arange(20) % 6)
+    pipe = ImagePipeline(32, "imagenet", True, torch.device("cpu"))
+    amp = torch.autocast("cpu", enabled=False)
+    method.train()
+    feats = method.stage_inputs(first, part, pipe, amp, batch_size=7)
+    idx = torch.tensor([3, 17, 5, 0])
+    with torch.no_grad():
+        step = method.model.image_features(pipe(part.images[idx], train=True, view=first.view))
+    assert torch.allclose(feats[idx], step, rtol=1e-5, atol=1e-6)    # float rounding (other batch shapes)
+    with torch.no_grad():
+        a = method.losses(feats[idx], part.ranks[idx], first)
+        b = method.losses(pipe(part.images[idx], train=True, view=first.view), part.ranks[idx],
+                          dataclasses.replace(first))     # another stage object: features from the images
+    assert all(a[k].item() == pytest.approx(b[k].item(), rel=1e-5) for k in a)
+    assert method.stage_inputs(second, part, pipe, amp) is None           # stage 2 trains the encoder (and flips)
+
+
+def test_l2rclip_stage1_features_are_not_cached_for_a_batchnorm_encoder():
+    import numpy as np
+
+    from ordclip.data.loader import ImagePipeline, Part
+
+    rn = {**TINY, "name": "tiny_rn", "model": "ordclip-tiny-rn"}
+    torch.manual_seed(0)
+    method = load("l2rclip").build(create_backbone(rn, None), tokenizer(rn),
+                                   make_task(_dataset([0, 5]), np.array([0])), L2R)
+    part = Part(np.arange(4), torch.randint(0, 256, (4, 36, 36, 3), dtype=torch.uint8), torch.arange(4))
+    pipe = ImagePipeline(32, "imagenet", True, torch.device("cpu"))
+    assert method.stage_inputs(method.stages()[0], part, pipe, torch.autocast("cpu", enabled=False)) is None

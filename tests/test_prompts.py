@@ -148,3 +148,85 @@ def test_two_base_ranks_interpolate_the_same_either_way():
         assert torch.allclose(lin, inv, atol=1e-4)
     assert not torch.allclose(rank_interpolation_weights(3, 101, "linear"),
                               rank_interpolation_weights(3, 101, "inv_prop"), atol=1e-2)
+
+
+def _official_assembly(pl, ranks):
+    """OrdinalCLIP's PlainPromptLearner.forward (xk-huang/OrdinalCLIP @ ca10a20,
+    plain_prompt_learner.py:75-113, "tail"): a template of [SOT] … [.] [EOT] pad, into which each
+    rank's context and rank tokens are written, one rank at a time."""
+    r, n, d = pl.num_ranks, pl.context.shape[0], pl.context.shape[1]
+    template = pl.tail.new_zeros(r, pl.length, d)
+    template[:] = pl.tail[0, -1]                      # the pad embedding (token 0)
+    template[:, 0] = pl.sot
+    for i, t in enumerate(pl.lengths):
+        template[i, 1 + n + t], template[i, 2 + n + t] = pl.tail[i, t], pl.tail[i, t + 1]
+    out = template.clone()
+    context = pl.context[None].expand(r, n, d)
+    for i, t in enumerate(pl.lengths):
+        out[i, 1:1 + n + t] = torch.cat([context[i], ranks[i, :t]])
+    return out
+
+
+@pytest.mark.parametrize("kwargs", [{"rank_names": ["one", "seventy seven", "a b c"]},
+                                    {"num_base_ranks": 2, "tokens_per_rank": 2}])
+def test_prompts_are_assembled_as_the_official_per_rank_loop(backbone, tok, kwargs):
+    torch.manual_seed(0)
+    pl = PromptLearner(backbone.token_embedding, tok, 3, context="the level is", **kwargs)
+    assert pl.length == max(pl.eot_positions) + 1 and pl.eot.tolist() == pl.eot_positions
+    x, _ = pl()
+    ref = _official_assembly(pl, pl.rank_embeddings())
+    assert torch.equal(x, ref)
+    upstream = torch.randn_like(x)
+    ours = torch.autograd.grad((x * upstream).sum(), [p for p in pl.parameters()])
+    theirs = torch.autograd.grad((ref * upstream).sum(), [p for p in pl.parameters()])
+    for a, b in zip(ours, theirs):                     # the context's gradient sums over the ranks
+        assert torch.allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_frozen_text_weights_cast_once_give_autocasts_numbers(backbone, tok):
+    # bf16 autocast on the CPU: the cached casts hold the values autocast's own casts would
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from ordclip.methods.base import RankTextModel
+
+    class Casts(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func is torch.ops.aten._to_copy.default and kwargs.get("dtype") == torch.bfloat16:
+                Casts.count += 1
+            return func(*args, **kwargs)
+
+    model = RankTextModel(backbone, PromptLearner(backbone.token_embedding, tok, 3, context="the level is",
+                                                  rank_names=["one", "two", "three"]))
+    cast = model.text_cast
+
+    def run(weights):
+        model.prompts.zero_grad()
+        Casts.count = 0
+        saved = cast.weights
+        cast.weights = weights
+        try:
+            with torch.autocast("cpu", dtype=torch.bfloat16), Casts():
+                f = model.text_features()
+        finally:
+            cast.weights = saved
+        f.float().sum().backward()
+        return f.detach(), model.prompts.context.grad.clone(), Casts.count
+
+    plain, g_plain, casts_plain = run(lambda device: None)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cast.weights("cpu")                    # the one cast
+    cached, g_cached, casts_cached = run(cast.weights)
+    assert torch.equal(plain, cached) and torch.equal(g_plain, g_cached)
+    assert len(cast.cache) == 2 * 8            # 2 layers × (q/k/v, out, fc, proj) × (weight, bias)
+    assert casts_plain - casts_cached == 16    # autocast's per-use casts of those weights are gone
+    w = backbone.transformer.resblocks[0].mlp.c_fc.weight
+    first = cast.cache["resblocks.0.mlp.c_fc.weight"][1]
+    with torch.no_grad():
+        w.mul_(1.0)                            # changed in place: cast again
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        again = cast.weights("cpu")["resblocks.0.mlp.c_fc.weight"]
+    assert again is not first and torch.equal(again, w.to(torch.bfloat16))
+    assert cast.weights("cpu") is None         # outside autocast nothing is replaced

@@ -62,6 +62,95 @@ def test_radam_matches_the_official_update_step_by_step():
     assert expected[5] != 2.0
 
 
+def _official_radam_step(params, state, lr, wd, b1=0.9, b2=0.999, eps=1e-8):
+    """radam.py:43-117 (xk-huang/OrdinalCLIP @ ca10a20) transcribed for one group, per parameter."""
+    for p in params:
+        if p.grad is None:
+            continue
+        grad, p32 = p.grad.float(), p.data.float()
+        s = state.setdefault(p, {"step": 0, "exp_avg": torch.zeros_like(p32), "exp_avg_sq": torch.zeros_like(p32)})
+        s["exp_avg_sq"].mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        s["exp_avg"].mul_(b1).add_(grad, alpha=1 - b1)
+        s["step"] += 1
+        b2_t = b2 ** s["step"]
+        n_max = 2 / (1 - b2) - 1
+        n_sma = n_max - 2 * s["step"] * b2_t / (1 - b2_t)
+        if n_sma >= 5:
+            step_size = math.sqrt((1 - b2_t) * (n_sma - 4) / (n_max - 4) * (n_sma - 2) / n_sma * n_max
+                                  / (n_max - 2)) / (1 - b1 ** s["step"])
+            if wd != 0:
+                p32.add_(p32, alpha=-wd * lr)
+            p32.addcdiv_(s["exp_avg"], s["exp_avg_sq"].sqrt().add_(eps), value=-step_size * lr)
+            p.data.copy_(p32)
+
+
+@torch.no_grad()
+def _previous_radam_step(params, state, lr, wd, b1=0.9, b2=0.999, eps=1e-8):
+    """ordclip's RAdam before the foreach rewrite (per parameter, decay as p·(1 − lr·wd))."""
+    for p in params:
+        if p.grad is None:
+            continue
+        grad = p.grad.float()
+        s = state.setdefault(p, {"step": 0, "exp_avg": torch.zeros_like(p, dtype=torch.float32),
+                                 "exp_avg_sq": torch.zeros_like(p, dtype=torch.float32)})
+        s["exp_avg"].mul_(b1).add_(grad, alpha=1 - b1)
+        s["exp_avg_sq"].mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        s["step"] += 1
+        t = s["step"]
+        r = RAdam.rectification(t, b2)
+        if r is None:
+            continue
+        if wd != 0:
+            p.mul_(1 - lr * wd)
+        p.addcdiv_(s["exp_avg"].to(p.dtype), s["exp_avg_sq"].sqrt().add_(eps).to(p.dtype),
+                   value=-(lr * r * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)))
+
+
+def _radam_race(dtype, reference):
+    """12 steps of ordclip's RAdam and of ``reference`` on the same parameters and gradients:
+    four groups (decay, no decay, lr 0, the paper's values), several shapes, and one parameter that gets no gradient
+    at steps 3 and 4 (so its step count lags the group's). Returns the largest relative
+    difference of the parameters and of the moments over all steps."""
+    gen = torch.Generator().manual_seed(0)
+    shapes = [[(7, 5), (5,), (3, 4, 2)], [(6,), (2, 3)], [(4,)], [(9, 3), (3,)]]
+    # the paper's lr 1e-4 and wd 5e-4: lr·wd = 5e-8 is below float32's resolution at 1
+    settings = [(1e-2, 5e-4), (3e-3, 0.0), (0.0, 5e-4), (1e-4, 5e-4)]
+    ours = [[torch.nn.Parameter(torch.randn(s, generator=gen, dtype=dtype)) for s in g] for g in shapes]
+    ref = [[torch.nn.Parameter(p.detach().clone()) for p in g] for g in ours]
+    opt = RAdam([{"params": g, "lr": lr, "weight_decay": wd} for g, (lr, wd) in zip(ours, settings)])
+    ref_state = {}
+    worst = 0.0
+    for step in range(12):
+        for g_ours, g_ref in zip(ours, ref):
+            for i, (a, b) in enumerate(zip(g_ours, g_ref)):
+                grad = None if (step in (2, 3) and i == 1) else torch.randn(a.shape, generator=gen, dtype=dtype)
+                a.grad, b.grad = grad, None if grad is None else grad.clone()
+        opt.step()
+        for g_ref, (lr, wd) in zip(ref, settings):
+            reference(g_ref, ref_state, lr, wd)
+        for g_ours, g_ref in zip(ours, ref):
+            for a, b in zip(g_ours, g_ref):
+                pairs = [(a, b)] + [(opt.state[a][k], ref_state[b][k]) for k in ("exp_avg", "exp_avg_sq")]
+                assert opt.state[a]["step"] == ref_state[b]["step"]
+                for x, y in pairs:
+                    worst = max(worst, ((x.double() - y.double()).abs().max() / y.double().abs().max()).item())
+    assert all(opt.state[p]["step"] == 12 - (i == 1) * 2 for g in ours for i, p in enumerate(g))
+    return worst
+
+
+def test_foreach_radam_is_the_official_update_bit_for_bit_on_the_cpu():
+    # on the CPU torch._foreach_* runs the same kernels as the official per-parameter ops; the
+    # previous decay p·(1 − lr·wd) is not: 1 − 5e-8 rounds to 1 − 5.96e-8 in float32
+    assert _radam_race(torch.float32, _official_radam_step) == 0.0
+    assert _radam_race(torch.float32, _previous_radam_step) > 0.0
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-6), (torch.float64, 1e-13)])
+def test_foreach_radam_equals_the_previous_per_parameter_radam(dtype, tol):
+    # only the decay's rounding differs: p + (−lr·wd)·p now, p·(1 − lr·wd) before
+    assert _radam_race(dtype, _previous_radam_step) < tol
+
+
 def test_radam_decay_is_decoupled_and_differs_from_torchs_default():
     # With a zero gradient the official step only decays: p ← p·(1 − lr·wd), once rectified.
     w = torch.nn.Parameter(torch.tensor([1.0], dtype=torch.float64))

@@ -160,3 +160,65 @@ def test_progress_is_written_as_whole_lines(capsys):
     lines = text.splitlines()
     assert lines[0].startswith("fading/coop/fold0 step 5/10 elapsed ") and " eta " in lines[0]
     assert lines[1].startswith("coop epoch 1/2 loss ce=0.5000 val mae=0.800 step 5/10 elapsed")
+
+
+def test_checkpoint_is_written_in_the_background_from_a_host_copy(tmp_path, monkeypatch):
+    import contextlib
+    import threading
+
+    import ordclip.train as T
+    from ordclip.io import BackgroundWriter
+    from ordclip.optim import RAdam
+
+    started, release = threading.Event(), threading.Event()
+    real = T.atomic_path
+
+    @contextlib.contextmanager
+    def held(path, *a, **k):                  # the write waits until the test lets it go
+        started.set()
+        assert release.wait(30)
+        with real(path, *a, **k) as tmp:
+            yield tmp
+
+    monkeypatch.setattr(T, "atomic_path", held)
+    model = torch.nn.Linear(3, 2)
+    opt = RAdam(model.parameters(), lr=0.1)
+    model.weight.grad, model.bias.grad = torch.ones(2, 3), torch.ones(2)
+    opt.step()
+    before = (model.weight.detach().clone(), opt.state[model.weight]["exp_avg"].clone())
+    path, writer = tmp_path / "resume.pt", BackgroundWriter()
+    T._save_resume(path, {"run": 1}, (0, 1), model, ["weight", "bias"], opt, None, torch.Generator(), [], {},
+                   {"val": [], "test": []}, [], writer=writer)
+    assert started.wait(30) and not path.exists()        # returned while its write is still to come
+    with torch.no_grad():                                  # training goes on, changing the tensors in place
+        model.weight.add_(1.0)
+        opt.state[model.weight]["exp_avg"].add_(1.0)
+    release.set()
+    writer.wait()
+    ckpt = T._load_resume(path, None)                      # checksum verified
+    assert torch.equal(ckpt["model"]["weight"], before[0])
+    assert torch.equal(ckpt["optimizer"]["state"][0]["exp_avg"], before[1])
+
+    def fails():
+        raise OSError("disk full")
+
+    writer.submit(fails)
+    with pytest.raises(OSError, match="disk full"):
+        writer.wait()
+
+
+def test_compile_is_an_option_of_cuda_runs_only(small, monkeypatch):
+    import copy
+
+    from ordclip.config import run_config
+    from ordclip.errors import ConfigError
+
+    root, params = small
+    monkeypatch.chdir(root)
+    assert "compile" not in run_config(params, "demo", "fading", "coop")    # off: the configuration as before
+    on = copy.deepcopy(params)
+    on["suites"]["demo"]["compile"] = True
+    assert run_config(on, "demo", "fading", "coop")["compile"] is True
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match=r"suites\.demo\.compile: .*CUDA runs only"):
+        run(job_config(on, "train", suite="demo", dataset="fading", method="coop", fold=0))

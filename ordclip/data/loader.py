@@ -19,6 +19,15 @@ NORMALIZE = {
 }
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on ``device`` without making the host wait: on CUDA through pinned memory
+    with a non-blocking copy (the caching host allocator keeps the pinned block until the copy
+    is done); elsewhere as it is (or a plain copy)."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 class StreamedImages:
     """A fold part's uint8 images left in the memory-mapped cache: indexing with row positions
     (a tensor of indices, or a slice) reads those images and returns them on ``target``.
@@ -37,9 +46,7 @@ class StreamedImages:
     def __getitem__(self, key: torch.Tensor | slice) -> torch.Tensor:
         rows = self.rows[key] if isinstance(key, slice) else self.rows[np.asarray(key)]
         batch = torch.from_numpy(np.ascontiguousarray(self.cache[rows]))
-        if self.target.type == "cuda":
-            return batch.pin_memory().to(self.target, non_blocking=True)
-        return batch
+        return to_device(batch, self.target)
 
 
 @dataclass
@@ -122,7 +129,7 @@ class ImagePipeline:
     def _flip(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         if not self.hflip:
             return x
-        flip = (torch.rand(x.shape[0], generator=generator) < 0.5).to(x.device)
+        flip = to_device(torch.rand(x.shape[0], generator=generator) < 0.5, x.device)
         return torch.where(flip[:, None, None, None], x.flip(2), x)
 
     def __call__(self, images: torch.Tensor, train: bool, generator: torch.Generator | None = None,
@@ -133,8 +140,8 @@ class ImagePipeline:
         n, h, w, _ = images.shape
         s = self.size
         if view == "crop_flip":
-            oy = torch.randint(0, h - s + 1, (n,), generator=generator, device="cpu").to(images.device)
-            ox = torch.randint(0, w - s + 1, (n,), generator=generator, device="cpu").to(images.device)
+            oy = to_device(torch.randint(0, h - s + 1, (n,), generator=generator, device="cpu"), images.device)
+            ox = to_device(torch.randint(0, w - s + 1, (n,), generator=generator, device="cpu"), images.device)
             ar = torch.arange(s, device=images.device)
             rows, cols = (oy[:, None] + ar)[:, :, None], (ox[:, None] + ar)[:, None, :]
             x = images[torch.arange(n, device=images.device)[:, None, None], rows, cols]

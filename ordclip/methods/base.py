@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ordclip.models.backbone import encode_token_embeddings
+from ordclip.models.backbone import FrozenTextCast, encode_token_embeddings, project_text
 from ordclip.models.prompts import PromptLearner
 
 
@@ -60,10 +60,18 @@ class RankTextModel(nn.Module):
         self.prompts = prompts
         for p in backbone.parameters():
             p.requires_grad_(False)
+        self.text_cast = FrozenTextCast(backbone.transformer)
 
-    def text_features(self) -> torch.Tensor:
+    def pooled_text(self) -> torch.Tensor:
+        """(R, width) the text transformer's EOT features of the prompts, before the projection."""
         x, eot = self.prompts()
-        return F.normalize(encode_token_embeddings(self.backbone, x, eot), dim=-1)
+        return encode_token_embeddings(self.backbone, x, eot, self.prompts.length,
+                                       self.text_cast.weights(x.device.type), project=False)
+
+    def text_features(self, pooled: torch.Tensor | None = None) -> torch.Tensor:
+        """(R, D) normalised rank text features (from ``pooled``, pooled_text's output, if given)."""
+        pooled = self.pooled_text() if pooled is None else pooled
+        return F.normalize(project_text(self.backbone, pooled), dim=-1)
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.backbone.encode_image(images), dim=-1)

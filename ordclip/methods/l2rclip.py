@@ -30,12 +30,60 @@ from ordclip.models.prompts import PromptLearner
 from ordclip.models.rankformer import RankFormer
 
 
+DETERMINISTIC_VIEWS = ("resize", "center")
+
+
+def _depends_on_the_batch(module: nn.Module) -> bool:
+    """Whether a module's output in training mode depends on more than its own input (batch
+    statistics, dropout), so that features computed once would differ from a step's."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm)
+               or (isinstance(m, nn.Dropout) and m.p > 0) or getattr(m, "prob", 0) > 0
+               for m in module.modules())
+
+
 class L2RCLIP(PromptMethod):
     eval_view = "resize"
 
     def __init__(self, backbone: nn.Module, prompts: PromptLearner, cfg: dict) -> None:
         super().__init__(backbone, prompts, cfg)
         self.rankformer = prompts.rank_transform
+        self._feature_stage: Stage | None = None
+        self._text_cache: tuple[Stage, torch.Tensor | None] | None = None
+
+    def _trains(self, stage: Stage, params) -> bool:
+        ids = {id(p) for p in params}
+        return any(id(p) in ids for g in stage.groups if g.lr > 0 for p in g.params)
+
+    @torch.no_grad()
+    def stage_inputs(self, stage: Stage, part, pipeline, amp, batch_size: int = 256) -> torch.Tensor | None:
+        """(N, D) the training part's normalised image features, computed once, when the stage
+        cannot change them: the image encoder is frozen, its view has no randomness and the
+        encoder has no batch-dependent layer (stage 1: resize, no flip). The trainer then passes
+        rows of them to losses in place of images. None otherwise."""
+        self._feature_stage = None
+        visual = self.model.backbone.visual
+        if (stage.view not in DETERMINISTIC_VIEWS or self._trains(stage, visual.parameters())
+                or _depends_on_the_batch(visual)):
+            return None
+        chunks = []
+        for start in range(0, len(part.index), batch_size):
+            with amp:
+                chunks.append(self.model.image_features(
+                    pipeline(part.images[start:start + batch_size], train=False, view=stage.view)))
+        self._feature_stage = stage
+        return torch.cat(chunks)
+
+    def _text_features(self, stage: Stage) -> torch.Tensor:
+        """The rank text features of a step. In a stage that trains neither the prompts nor the
+        text tower (stage 2) their pooled EOT features are computed once and only the (trained)
+        text projection runs each step."""
+        if self._text_cache is None or self._text_cache[0] is not stage:
+            frozen = not self._trains(stage, [*self.model.prompts.parameters(),
+                                              *self.model.backbone.transformer.parameters()])
+            with torch.no_grad():
+                self._text_cache = (stage, self.model.pooled_text() if frozen else None)
+        pooled = self._text_cache[1]
+        return self.model.text_features() if pooled is None else self.model.text_features(pooled)
 
     def _prompt_groups(self, lr: dict) -> list[ParamGroup]:
         groups = [ParamGroup("context", [self.model.prompts.context], lr["context"]),
@@ -71,8 +119,8 @@ class L2RCLIP(PromptMethod):
                       dict(s2["loss_weights"]), view=s2["view"])]
 
     def losses(self, images: torch.Tensor, y: torch.Tensor, stage: Stage) -> dict[str, torch.Tensor]:
-        text = self.model.text_features()
-        image = self.model.image_features(images)
+        text = self._text_features(stage)
+        image = images if stage is self._feature_stage else self.model.image_features(images)
         scale = self.model.backbone.logit_scale
         weights = stage.loss_weights
         terms = {"ce": ce_loss(scale.exp() * image @ text.T, y)}

@@ -75,19 +75,84 @@ def tokenizer(cfg: dict):
     return open_clip.get_tokenizer(cfg["model"])
 
 
-def encode_token_embeddings(model: nn.Module, x: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
+def encode_token_embeddings(model: nn.Module, x: torch.Tensor, eot: torch.Tensor, length: int | None = None,
+                            transformer_weights: dict[str, torch.Tensor] | None = None,
+                            project: bool = True) -> torch.Tensor:
     """CLIP's text tower from token embeddings ``x`` (N, L, D), pooled at the EOT positions.
 
     Positions after the longest EOT are dropped first: under the causal mask no earlier token
-    attends to them, so the result is exactly that of the full 77-token pass.
+    attends to them, so the result is exactly that of the full 77-token pass. ``length`` is that
+    count (the longest EOT + 1); None reads it from ``eot``, a host sync, so a training step
+    passes it. ``transformer_weights``: tensors that replace the text transformer's own of the
+    same names (FrozenTextCast, the frozen weights already in the autocast dtype). ``project``
+    False stops before the text projection (project_text applies it).
     """
-    length = int(eot.max()) + 1
+    if length is None:
+        length = int(eot.max()) + 1
     h = x[:, :length] + model.positional_embedding[:length].to(x.dtype)
-    h = model.transformer(h, attn_mask=model.attn_mask[:length, :length])
+    mask = model.attn_mask[:length, :length]
+    if transformer_weights:
+        h = torch.func.functional_call(model.transformer, transformer_weights, (h,), {"attn_mask": mask},
+                                       tie_weights=False, strict=False)
+    else:
+        h = model.transformer(h, attn_mask=mask)
     h = model.ln_final(h)
     h = h[torch.arange(h.shape[0], device=h.device), eot]
+    return project_text(model, h) if project else h
+
+
+def project_text(model: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """CLIP's text projection of pooled EOT features ``h`` (N, width)."""
     proj = model.text_projection
     return proj(h) if isinstance(proj, nn.Linear) else h @ proj
+
+
+class FrozenTextCast:
+    """The frozen text transformer's matmul weights (Linear layers and attention projections)
+    held in the autocast dtype, cast once instead of by autocast at every use.
+
+    Autocast casts these weights to its lower-precision dtype before every matmul and caches the
+    cast only for weights that require gradients, so a frozen tower is cast again each step. The
+    copies here hold the same values as those casts, so a step under autocast computes the same
+    numbers. Layer norms stay as they are (autocast runs them in float32). A weight that requires
+    gradients is never replaced, and a weight changed in place (its version counter moved) is
+    cast again.
+    """
+
+    def __init__(self, transformer: nn.Module) -> None:
+        self.params: list[tuple[str, nn.Parameter]] = []
+        for name, module in transformer.named_modules():
+            prefix = f"{name}." if name else ""
+            if isinstance(module, nn.Linear):
+                self.params += [(prefix + n, p) for n, p in module.named_parameters(recurse=False)]
+            elif isinstance(module, nn.MultiheadAttention):
+                self.params += [(prefix + n, p) for n, p in module.named_parameters(recurse=False)
+                                if n.startswith(("in_proj", "q_proj", "k_proj", "v_proj"))]
+        self.cache: dict[str, tuple[int, torch.Tensor]] = {}
+
+    def weights(self, device_type: str) -> dict[str, torch.Tensor] | None:
+        """The cast weights when autocast is on for ``device_type``, else None (nothing replaced)."""
+        if not torch.is_autocast_enabled(device_type):
+            return None
+        dtype = torch.get_autocast_dtype(device_type)
+        out = {}
+        for name, p in self.params:
+            if p.requires_grad or p.dtype == dtype:
+                continue
+            hit = self.cache.get(name)
+            if hit is None or hit[0] != p._version or hit[1].dtype != dtype or hit[1].device != p.device:
+                hit = (p._version, p.detach().to(dtype))
+                self.cache[name] = hit
+            out[name] = hit[1]
+        return out
+
+
+def compile_towers(model: nn.Module) -> None:
+    """torch.compile the image tower and the text transformer in place (nn.Module.compile keeps
+    their parameter names, so checkpoints are unchanged). The compiled kernels fuse operations and
+    round differently from the eager ones."""
+    model.visual.compile()
+    model.transformer.compile()
 
 
 @torch.no_grad()

@@ -82,14 +82,27 @@ class PromptLearner(nn.Module):
         else:
             self.ranks = nn.Parameter(torch.randn(num_ranks, tokens_per_rank, dim) * 0.02)
             lengths = [tokens_per_rank] * num_ranks
-        self.register_buffer("rank_lengths", torch.tensor(lengths), persistent=False)
-        special = torch.tensor([tok.sot_token_id, tok.encode(FULL_STOP)[0], tok.eot_token_id, 0])
-        self.register_buffer("special", weight[special].clone(), persistent=False)
+        self.lengths: list[int] = list(lengths)
         n = self.context.shape[0]
         # [SOT] ctx_1..ctx_n rank_1..rank_t [.] [EOT]: the EOT sits at 1 + n + t + 1.
-        self.register_buffer("eot", 1 + n + self.rank_lengths + 1, persistent=False)
-        if int(self.eot.max()) + 1 > context_length:
-            raise ConfigError(f"prompt of {int(self.eot.max()) + 1} tokens exceeds the context length {context_length}")
+        self.eot_positions: list[int] = [1 + n + t + 1 for t in self.lengths]
+        self.length: int = max(self.eot_positions) + 1
+        if self.length > context_length:
+            raise ConfigError(f"prompt of {self.length} tokens exceeds the context length {context_length}")
+        self.register_buffer("rank_lengths", torch.tensor(self.lengths), persistent=False)
+        self.register_buffer("eot", torch.tensor(self.eot_positions), persistent=False)
+        ids = torch.tensor([tok.sot_token_id, tok.encode(FULL_STOP)[0], tok.eot_token_id, 0])
+        sot, stop, eot, pad = weight[ids].clone()
+        self.register_buffer("sot", sot, persistent=False)
+        # after the context, rank i holds t_i rank tokens, [.], [EOT], then padding up to the longest prompt
+        width = max(self.lengths) + 2
+        tail = pad.repeat(num_ranks, width, 1)
+        slot = torch.zeros(num_ranks, width, dtype=torch.bool)
+        for i, t in enumerate(self.lengths):
+            tail[i, t], tail[i, t + 1] = stop, eot
+            slot[i, :t] = True
+        self.register_buffer("tail", tail, persistent=False)
+        self.register_buffer("rank_slot", slot[:, :, None], persistent=False)
 
     def rank_embeddings(self) -> torch.Tensor:
         """(R, T, D) rank token embeddings (interpolated from the base ranks for OrdinalCLIP)."""
@@ -99,16 +112,15 @@ class PromptLearner(nn.Module):
         return ranks
 
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token embeddings (R, L, D) with L = longest prompt, and the EOT index of each rank."""
-        sot, stop, eot, pad = self.special
+        """Token embeddings (R, L, D) with L = ``self.length`` (the longest prompt), and the EOT
+        index of each rank (``self.eot_positions`` as a tensor on the module's device).
+
+        All ranks are assembled at once: the shared context expanded over the ranks (as the
+        official prompt learner expands it) and each rank's tokens selected into its fixed
+        [.] [EOT] pad tail by a mask built with the prompts, so the step needs no Python loop
+        over ranks and no value read back from the device."""
         ranks = self.rank_embeddings()
-        length = int(self.eot.max()) + 1
-        rows = []
-        for i in range(self.num_ranks):
-            t = int(self.rank_lengths[i])
-            row = [sot[None], self.context, ranks[i, :t], stop[None], eot[None]]
-            fill = length - (self.context.shape[0] + t + 3)
-            if fill:
-                row.append(pad[None].expand(fill, -1))
-            rows.append(torch.cat(row))
-        return torch.stack(rows), self.eot
+        r, _, d = ranks.shape
+        tail = torch.where(self.rank_slot, torch.nn.functional.pad(ranks, (0, 0, 0, 2)), self.tail)
+        x = torch.cat([self.sot.expand(r, 1, d), self.context.expand(r, -1, -1), tail], dim=1)
+        return x, self.eot
