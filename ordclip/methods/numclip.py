@@ -24,7 +24,7 @@ from torch import nn
 from ordclip.config import untrained_head_errors
 from ordclip.errors import ConfigError
 from ordclip.losses import ce_loss, fcrc_ce_loss, fcrc_kl_loss
-from ordclip.methods.base import ParamGroup, PromptMethod, Stage, Task
+from ordclip.methods.base import ParamGroup, PromptMethod, Stage, Task, fp32, scaled_logits
 from ordclip.models.prompts import PromptLearner
 
 
@@ -58,6 +58,9 @@ class SSRRegressor(nn.Module):
         self.register_buffer("starts", torch.tensor(starts, dtype=torch.float32), persistent=False)
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        return fp32(self._forward)(logits)  # 1 + Δ in bf16 would step by 2⁻⁷
+
+    def _forward(self, logits: torch.Tensor) -> torch.Tensor:
         p = logits.softmax(dim=-1)
         delta = torch.tanh(self.delta(F.relu(self.hidden(logits))))
         return (p * self.starts / (1 + delta)).sum(dim=-1)
@@ -91,7 +94,7 @@ class NumCLIP(PromptMethod):
     def bin_logits(self, images: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
         text = self.model.text_features() if text is None else text
         f = F.normalize(self.adapter(self.model.backbone.encode_image(images)), dim=-1)
-        return self.model.backbone.logit_scale.exp() * f @ text.T
+        return scaled_logits(self.model.backbone.logit_scale, f, text)
 
     def losses(self, images: torch.Tensor, y: torch.Tensor, stage: Stage) -> dict[str, torch.Tensor]:
         logits = self.bin_logits(images)
