@@ -22,6 +22,7 @@ class Task:
     context: str
     min_label: int = 0
     coarse: dict | None = None
+    lowest_label: int | None = None  # the dataset's own lowest label, where it is above min_label (a rank space)
 
 
 @dataclass
