@@ -74,7 +74,7 @@ def cmd_prepare(job) -> None:
 
     d, size = job["dataset"], job["size"]
     prepare(job["labels_csv"], job["image_root"], size, job["ranks"], layout.prepared_images(d, size),
-            layout.prepared_index(d, size), job["duplicates"])
+            layout.prepared_index(d, size), job["duplicates"], job["interpolation"])
 
 
 def cmd_split(job) -> None:

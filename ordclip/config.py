@@ -221,6 +221,15 @@ def check(params: Mapping) -> None:
                     problems += [f"{at}.{m} (merged over methods.{m}){p}" for p in _method_errors(merged)]
     for name, method in params.get("methods", {}).items():
         problems += [f"methods.{name}{p}" for p in untrained_head_errors(method)]
+    by_size: dict[int, dict[str, list[str]]] = {}
+    for name, bb in params.get("backbones", {}).items():
+        by_size.setdefault(bb.get("resize"), {}).setdefault(bb.get("resize_interpolation"), []).append(name)
+    for size, kinds in by_size.items():
+        if len(kinds) > 1:
+            which = "; ".join(f"{kind} ({', '.join(names)})" for kind, names in kinds.items())
+            problems.append(f"backbones: {which} all cache "
+                            f"images at resize {size}, with different resize_interpolation: the image cache "
+                            f"(data/prepared/<dataset>/{size}px) is one per size; give them the same one")
     for name, bb in params.get("backbones", {}).items():
         if bb.get("resize", 0) < bb.get("image_size", 0):
             problems.append(f"backbones.{name}.resize: {bb['resize']} is below image_size {bb['image_size']} "
@@ -341,6 +350,14 @@ def suite_config(params: Mapping, suite: str) -> dict:
 
 def backbone_config(params: Mapping, name: str) -> dict:
     return {"name": name, **params["backbones"][name]}
+
+
+def resize_interpolation(params: Mapping, size: int) -> str:
+    """The interpolation of the image cache at ``size`` px: that of the backbones cached at this size
+    (``backbones.<name>.resize_interpolation``; check() refuses two that differ), bilinear (the official
+    torchvision Resize) where no backbone has it."""
+    kinds = {bb["resize_interpolation"] for bb in params.get("backbones", {}).values() if bb.get("resize") == size}
+    return kinds.pop() if len(kinds) == 1 else "bilinear"
 
 
 # Defaults of a bring-your-own (kind: csv) dataset, all "our choice": a neutral prompt, the

@@ -65,7 +65,8 @@ def job_config(params: Mapping, verb: str, **keys: Any) -> dict:
         ds = C.dataset_config(params, keys["dataset"])
         labels_csv, image_root = C.raw_source(params, keys["dataset"])
         return {"dataset": ds["name"], "size": int(keys["size"]), "ranks": ds.get("ranks"),
-                "labels_csv": labels_csv, "image_root": image_root, "duplicates": ds.get("duplicates", "error")}
+                "labels_csv": labels_csv, "image_root": image_root, "duplicates": ds.get("duplicates", "error"),
+                "interpolation": C.resize_interpolation(params, int(keys["size"]))}
     if verb == "split":
         suite, dataset = keys["suite"], keys["dataset"]
         bb = C.backbone_config(params, C.suite_config(params, suite)["backbone"])
