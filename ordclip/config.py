@@ -193,8 +193,8 @@ def check(params: Mapping) -> None:
             if group in params.get("datasets", {}):
                 problems.append(f"{where}.overall.{group}: the name of a dataset too; pick another")
             for i, d in enumerate(members):
-                if d not in suite.get("datasets", []):
-                    problems.append(f"{where}.overall.{group}[{i}]: {d!r} is not in {where}.datasets")
+                if d not in suite_members(suite, "datasets"):
+                    problems.append(f"{where}.overall.{group}[{i}]: {d!r} is in no table of {where}")
         specs = [(table, suite.get(table)) for table in ("ablations", "fewshot")]
         specs += [(f"tables.{t}", spec) for t, spec in (suite.get("tables") or {}).items()]
         for table, spec in specs:

@@ -15,17 +15,31 @@ from ordclip.errors import ConfigError
 from ordclip.io import atomic_path, write_json, write_text
 
 CELL_METRICS = {
-    # table metric name: (key in metrics.json, metric)
-    "mae": ("test", "mae"),
+    # table metric name: its path in metrics.json
+    "mae": ("test", "mae"),            # the method's report.mae mode (expectation; NumCLIP's regressor on age)
     "acc": ("test", "acc"),
     "one_off_acc": ("test", "one_off_acc"),
     "qwk": ("test", "qwk"),
+    # the argmax's MAE beside it: the official runners log both (OrdinalCLIP runner/runner.py:66-68);
+    # None where the method has no rank logits (NumCLIP regressing age)
+    "mae_max": ("val_selected", "test", "max", "mae"),
     "mae_test_selected": ("test_selected_test", "mae"),
     "acc_test_selected": ("test_selected_test", "acc"),
+    "mae_max_test_selected": ("test_selected", "test", "max", "mae"),
     # fraction of the val-selected candidate's prototype comparisons that obey the rank order
     # (ordclip.metrics.prototype_ordinality; OrdinalCLIP's Figure 3)
     "ordinality": ("ordinality", "val_selected"),
 }
+
+
+def _at(record: dict, path: tuple[str, ...]):
+    """The value at ``path`` of a metrics.json; None where the prediction mode (the third key of a
+    per-mode path: selection, part, mode, metric) is one the run does not produce."""
+    for depth, key in enumerate(path):
+        if depth == 2 and key not in record:
+            return None
+        record = record[key]
+    return record
 TABLE_COLUMNS = ["suite", "dataset", "method", "metric", "mean", "std", "n_folds"]
 
 
@@ -49,8 +63,8 @@ def cell_metrics(runs: list[dict]) -> dict:
     """A cell's metrics from its folds' metrics.json: per table metric, the fold values, their mean
     and sample std (ddof=1) over the folds that have one."""
     metrics = {}
-    for name, (section, key) in CELL_METRICS.items():
-        values = [r[section][key] for r in runs]
+    for name, path in CELL_METRICS.items():
+        values = [_at(r, path) for r in runs]
         finite = [v for v in values if v is not None]
         arr = np.array(finite, dtype=np.float64)
         metrics[name] = {
