@@ -205,7 +205,8 @@ def check(params: Mapping) -> None:
             for i, other in enumerate((spec or {}).get("suites") or []):
                 if other not in params.get("suites", {}):
                     problems.append(f"{where}.{table}.suites[{i}]: unknown suite {other!r}")
-        overrides = [(f"{where}.overrides", suite.get("overrides") or {})]
+        overrides = [(f"{where}.overrides", suite.get("overrides") or {}),
+                     (f"{where}.fewshot_overrides", suite.get("fewshot_overrides") or {})]
         for d, per_method in (suite.get("dataset_overrides") or {}).items():
             if d not in params.get("datasets", {}):
                 problems.append(f"{where}.dataset_overrides.{d}: unknown dataset {d!r}")
@@ -268,7 +269,9 @@ def _unknown_keys(base: Mapping, over: Mapping, where: str) -> list[str]:
     for key, value in over.items():
         if key not in base:
             out.append(f"{where}.{key}: not a parameter of this method")
-        elif isinstance(value, Mapping) and isinstance(base[key], Mapping):
+        # a scheduler of another kind brings its own keys (multistep: milestones, gamma); the schema
+        # checks the merged method (_method_errors)
+        elif isinstance(value, Mapping) and isinstance(base[key], Mapping) and key != "scheduler":
             out += _unknown_keys(base[key], value, f"{where}.{key}")
     return out
 
@@ -436,7 +439,8 @@ def apply_rank_space(ds: Mapping, kind: str) -> dict:
 
 def method_config(params: Mapping, suite: str, name: str, dataset: str | None = None) -> dict:
     """The method's parameters with the suite's overrides merged in, then the suite's overrides
-    for this dataset (``dataset_overrides.<dataset>.<method>``; a few-shot variant takes its base's)."""
+    for this dataset (``dataset_overrides.<dataset>.<method>``; a few-shot variant takes its base's),
+    then, on a few-shot variant, the suite's ``fewshot_overrides.<method>`` (the few-shot recipe)."""
     try:
         base = params["methods"][name]
     except KeyError:
@@ -444,8 +448,10 @@ def method_config(params: Mapping, suite: str, name: str, dataset: str | None = 
     s = suite_config(params, suite)
     out = deep_merge(base, (s.get("overrides") or {}).get(name, {}))
     if dataset is not None:
-        data = dataset_config(params, dataset)["data"]
-        out = deep_merge(out, ((s.get("dataset_overrides") or {}).get(data) or {}).get(name, {}))
+        ds = dataset_config(params, dataset)
+        out = deep_merge(out, ((s.get("dataset_overrides") or {}).get(ds["data"]) or {}).get(name, {}))
+        if "shots" in ds:
+            out = deep_merge(out, (s.get("fewshot_overrides") or {}).get(name, {}))
     return {"name": name, **out}
 
 
