@@ -455,3 +455,27 @@ def test_fewshot_runs_use_ordinalclips_default_yaml_schedule():
         {**method_config(PARAMS, "paper", "numclip", "morph2"), "name": "numclip"}
     demo = run_config(PARAMS, "demo", "counting-4shot", "ordinalclip")["method"]
     assert demo == run_config(PARAMS, "demo", "counting", "ordinalclip")["method"]
+
+
+def test_l2rclip_paper_stages_start_at_their_base_lr_on_imagenet_statistics():
+    """Issue 20, item 6 (our choice, docs/recipes/l2rclip.md): no warm-up (the released schedulers'
+    caller and values are not public), cosine per stage from the base lr; the images normalised with
+    ImageNet's statistics as every trained row (not CLIP-ReID's 0.5/0.5)."""
+    import torch
+
+    from ordclip.config import run_config
+    from ordclip.train import make_scheduler
+
+    cfg = run_config(PARAMS, "paper", "morph2", "l2rclip")
+    assert cfg["backbone"]["normalize"] == "imagenet" and cfg["method"]["scheduler"] == {"name": "cosine"}
+    for stage in ("stage1", "stage2"):
+        lr = next(iter(cfg["method"][stage]["lr"].values()))
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+        sched = make_scheduler(opt, cfg["method"][stage]["epochs"], cfg["method"])
+        seen = []
+        for _ in range(3):
+            seen.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        epochs = cfg["method"][stage]["epochs"]
+        assert seen[0] == lr and seen[1] == pytest.approx(lr * (1 + math.cos(math.pi / epochs)) / 2)
