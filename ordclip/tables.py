@@ -33,10 +33,11 @@ CELL_METRICS = {
 
 
 def _at(record: dict, path: tuple[str, ...]):
-    """The value at ``path`` of a metrics.json; None where the prediction mode (the third key of a
-    per-mode path: selection, part, mode, metric) is one the run does not produce."""
-    for depth, key in enumerate(path):
-        if depth == 2 and key not in record:
+    """The value at ``path`` of a metrics.json. A per-mode path (selection, part, mode, metric) gives
+    None where the record lacks it (a run without rank logits has no ``max``); a missing headline
+    section is an error."""
+    for key in path:
+        if len(path) == 4 and key not in record:
             return None
         record = record[key]
     return record
