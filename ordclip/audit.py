@@ -154,8 +154,6 @@ def audit_cell(cell_path: Path, lock: dict | None, sample: int, problems: list[d
 
 def audit(target: str | Path, params: Mapping | None, sample: int = 1, root: str | Path = ".") -> dict:
     """Audit a table csv, a cell json or a run folder; {"target", "checked", "problems"}."""
-    from ordclip.tables import read_cells
-
     target, problems = Path(target), []
     lock = read_lock(root)
     checked = {"tables": 0, "cells": 0, "runs": 0}

@@ -75,7 +75,7 @@ def cmd_prepare(job) -> None:
 
     d, size = job["dataset"], job["size"]
     prepare(job["labels_csv"], job["image_root"], size, job["ranks"], layout.prepared_images(d, size),
-            layout.prepared_index(d, size), job["duplicates"])
+            layout.prepared_index(d, size), job["duplicates"], job["interpolation"])
     if "sources" in job:  # a bring-your-own dataset: record the CSV and images the cache was built from
         from ordclip.data.sources import source_digest, write_record
 

@@ -193,8 +193,8 @@ def check(params: Mapping) -> None:
             if group in params.get("datasets", {}):
                 problems.append(f"{where}.overall.{group}: the name of a dataset too; pick another")
             for i, d in enumerate(members):
-                if d not in suite.get("datasets", []):
-                    problems.append(f"{where}.overall.{group}[{i}]: {d!r} is not in {where}.datasets")
+                if d not in suite_members(suite, "datasets"):
+                    problems.append(f"{where}.overall.{group}[{i}]: {d!r} is in no table of {where}")
         specs = [(table, suite.get(table)) for table in ("ablations", "fewshot")]
         specs += [(f"tables.{t}", spec) for t, spec in (suite.get("tables") or {}).items()]
         for table, spec in specs:
@@ -205,7 +205,8 @@ def check(params: Mapping) -> None:
             for i, other in enumerate((spec or {}).get("suites") or []):
                 if other not in params.get("suites", {}):
                     problems.append(f"{where}.{table}.suites[{i}]: unknown suite {other!r}")
-        overrides = [(f"{where}.overrides", suite.get("overrides") or {})]
+        overrides = [(f"{where}.overrides", suite.get("overrides") or {}),
+                     (f"{where}.fewshot_overrides", suite.get("fewshot_overrides") or {})]
         for d, per_method in (suite.get("dataset_overrides") or {}).items():
             if d not in params.get("datasets", {}):
                 problems.append(f"{where}.dataset_overrides.{d}: unknown dataset {d!r}")
@@ -221,6 +222,15 @@ def check(params: Mapping) -> None:
                     problems += [f"{at}.{m} (merged over methods.{m}){p}" for p in _method_errors(merged)]
     for name, method in params.get("methods", {}).items():
         problems += [f"methods.{name}{p}" for p in untrained_head_errors(method)]
+    by_size: dict[int, dict[str, list[str]]] = {}
+    for name, bb in params.get("backbones", {}).items():
+        by_size.setdefault(bb.get("resize"), {}).setdefault(bb.get("resize_interpolation"), []).append(name)
+    for size, kinds in by_size.items():
+        if len(kinds) > 1:
+            which = "; ".join(f"{kind} ({', '.join(names)})" for kind, names in kinds.items())
+            problems.append(f"backbones: {which} all cache "
+                            f"images at resize {size}, with different resize_interpolation: the image cache "
+                            f"(data/prepared/<dataset>/{size}px) is one per size; give them the same one")
     for name, bb in params.get("backbones", {}).items():
         if bb.get("resize", 0) < bb.get("image_size", 0):
             problems.append(f"backbones.{name}.resize: {bb['resize']} is below image_size {bb['image_size']} "
@@ -259,7 +269,9 @@ def _unknown_keys(base: Mapping, over: Mapping, where: str) -> list[str]:
     for key, value in over.items():
         if key not in base:
             out.append(f"{where}.{key}: not a parameter of this method")
-        elif isinstance(value, Mapping) and isinstance(base[key], Mapping):
+        # a scheduler of another kind brings its own keys (multistep: milestones, gamma); the schema
+        # checks the merged method (_method_errors)
+        elif isinstance(value, Mapping) and isinstance(base[key], Mapping) and key != "scheduler":
             out += _unknown_keys(base[key], value, f"{where}.{key}")
     return out
 
@@ -343,6 +355,14 @@ def backbone_config(params: Mapping, name: str) -> dict:
     return {"name": name, **params["backbones"][name]}
 
 
+def resize_interpolation(params: Mapping, size: int) -> str:
+    """The interpolation of the image cache at ``size`` px: that of the backbones cached at this size
+    (``backbones.<name>.resize_interpolation``; check() refuses two that differ), bilinear (the official
+    torchvision Resize) where no backbone has it."""
+    kinds = {bb["resize_interpolation"] for bb in params.get("backbones", {}).values() if bb.get("resize") == size}
+    return kinds.pop() if len(kinds) == 1 else "bilinear"
+
+
 # Defaults of a bring-your-own (kind: csv) dataset, all "our choice": a neutral prompt, the
 # demo's stratified split. Rank names default to the label values (ordclip.runs.make_task) and
 # NumCLIP's bins to 5 quantile bins (ordclip.runs.coarse_bins).
@@ -419,7 +439,8 @@ def apply_rank_space(ds: Mapping, kind: str) -> dict:
 
 def method_config(params: Mapping, suite: str, name: str, dataset: str | None = None) -> dict:
     """The method's parameters with the suite's overrides merged in, then the suite's overrides
-    for this dataset (``dataset_overrides.<dataset>.<method>``; a few-shot variant takes its base's)."""
+    for this dataset (``dataset_overrides.<dataset>.<method>``; a few-shot variant takes its base's),
+    then, on a few-shot variant, the suite's ``fewshot_overrides.<method>`` (the few-shot recipe)."""
     try:
         base = params["methods"][name]
     except KeyError:
@@ -427,8 +448,10 @@ def method_config(params: Mapping, suite: str, name: str, dataset: str | None = 
     s = suite_config(params, suite)
     out = deep_merge(base, (s.get("overrides") or {}).get(name, {}))
     if dataset is not None:
-        data = dataset_config(params, dataset)["data"]
-        out = deep_merge(out, ((s.get("dataset_overrides") or {}).get(data) or {}).get(name, {}))
+        ds = dataset_config(params, dataset)
+        out = deep_merge(out, ((s.get("dataset_overrides") or {}).get(ds["data"]) or {}).get(name, {}))
+        if "shots" in ds:
+            out = deep_merge(out, (s.get("fewshot_overrides") or {}).get(name, {}))
     return {"name": name, **out}
 
 

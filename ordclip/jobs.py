@@ -65,7 +65,8 @@ def job_config(params: Mapping, verb: str, **keys: Any) -> dict:
         ds = C.dataset_config(params, keys["dataset"])
         labels_csv, image_root = C.raw_source(params, keys["dataset"])
         job = {"dataset": ds["name"], "size": int(keys["size"]), "ranks": ds.get("ranks"),
-               "labels_csv": labels_csv, "image_root": image_root, "duplicates": ds.get("duplicates", "error")}
+               "labels_csv": labels_csv, "image_root": image_root, "duplicates": ds.get("duplicates", "error"),
+               "interpolation": C.resize_interpolation(params, int(keys["size"]))}
         if ds["kind"] == "csv":  # the user's images are no Snakemake input: their content replans the job
             from ordclip import layout
             from ordclip.data.sources import source_digest
@@ -102,9 +103,20 @@ def job_config(params: Mapping, verb: str, **keys: Any) -> dict:
             if ds.get("rank_spaces") and ds.get("ranks"):
                 spaces[d] = {m: C.apply_rank_space(ds, C.method_config(params, keys["suite"], m, d)["kind"])["ranks"]
                              for m in spec["methods"]}
+        overall = C.suite_config(params, keys["suite"]).get("overall") or {}
+        groups = {g: members for g, members in overall.items() if set(members) <= set(spec["datasets"])}
+        # per dataset (an overall group: its first member's), the values of the dataset keys that published
+        # rows' like.protocol name, and each method's report.mae mode (ordclip.tables.comparison, report_note)
+        from ordclip.tables import protocol_keys
+
+        keys_used = protocol_keys()
+        first = {**{d: d for d in spec["datasets"]}, **{g: members[0] for g, members in groups.items()}}
+        protocols = {d: {k: C.dataset_config(params, src).get(k) for k in keys_used} for d, src in first.items()}
+        reports = {d: {m: C.method_config(params, keys["suite"], m, src)["report"]["mae"] for m in spec["methods"]}
+                   for d, src in first.items()}
         return {"suite": keys["suite"], "name": keys["name"], **spec,
                 "backbones": {s: C.suite_config(params, s)["backbone"] for s in spec["suites"]},
-                "overall": C.suite_config(params, keys["suite"]).get("overall") or {}, "rank_spaces": spaces}
+                "overall": overall, "rank_spaces": spaces, "protocols": protocols, "reports": reports}
     raise ConfigError(f"unknown verb {verb!r} (one of {sorted(VERBS)})")
 
 

@@ -56,7 +56,8 @@ def make_task(dataset_cfg: dict, labels: np.ndarray) -> Task:
     lo, hi = dataset_cfg.get("ranks") or (int(labels.min()), int(labels.max()))
     names = list(dataset_cfg.get("rank_names") or [str(v) for v in range(lo, hi + 1)])
     return Task(num_ranks=hi - lo + 1, rank_names=names, context=dataset_cfg["prompt"]["context"],
-                min_label=lo, coarse=coarse_bins(dataset_cfg, lo, hi, names, labels))
+                min_label=lo, coarse=coarse_bins(dataset_cfg, lo, hi, names, labels),
+                lowest_label=(dataset_cfg.get("dataset_ranks") or [lo])[0])
 
 
 def task_for(cfg: dict) -> Task:

@@ -15,17 +15,32 @@ from ordclip.errors import ConfigError
 from ordclip.io import write_json, write_text
 
 CELL_METRICS = {
-    # table metric name: (key in metrics.json, metric)
-    "mae": ("test", "mae"),
+    # table metric name: its path in metrics.json
+    "mae": ("test", "mae"),            # the method's report.mae mode (expectation; NumCLIP's regressor on age)
     "acc": ("test", "acc"),
     "one_off_acc": ("test", "one_off_acc"),
     "qwk": ("test", "qwk"),
+    # the argmax's MAE beside it: the official runners log both (OrdinalCLIP runner/runner.py:66-68);
+    # None where the method has no rank logits (NumCLIP regressing age)
+    "mae_max": ("val_selected", "test", "max", "mae"),
     "mae_test_selected": ("test_selected_test", "mae"),
     "acc_test_selected": ("test_selected_test", "acc"),
+    "mae_max_test_selected": ("test_selected", "test", "max", "mae"),
     # fraction of the val-selected candidate's prototype comparisons that obey the rank order
     # (ordclip.metrics.prototype_ordinality; OrdinalCLIP's Figure 3)
     "ordinality": ("ordinality", "val_selected"),
 }
+
+
+def _at(record: dict, path: tuple[str, ...]):
+    """The value at ``path`` of a metrics.json. A per-mode path (selection, part, mode, metric) gives
+    None where the record lacks it (a run without rank logits has no ``max``); a missing headline
+    section is an error."""
+    for key in path:
+        if len(path) == 4 and key not in record:
+            return None
+        record = record[key]
+    return record
 TABLE_COLUMNS = ["suite", "dataset", "method", "metric", "mean", "std", "n_folds"]
 
 
@@ -49,8 +64,8 @@ def cell_metrics(runs: list[dict]) -> dict:
     """A cell's metrics from its folds' metrics.json: per table metric, the fold values, their mean
     and sample std (ddof=1) over the folds that have one."""
     metrics = {}
-    for name, (section, key) in CELL_METRICS.items():
-        values = [r[section][key] for r in runs]
+    for name, path in CELL_METRICS.items():
+        values = [_at(r, path) for r in runs]
         finite = [v for v in values if v is not None]
         arr = np.array(finite, dtype=np.float64)
         metrics[name] = {
@@ -122,10 +137,43 @@ def published(path: str | Path = PUBLISHED) -> list[dict]:
     return entries
 
 
-def comparison(df: pd.DataFrame, entries: list[dict]) -> str:
+def protocol_keys(entries: list[dict] | None = None) -> list[str]:
+    """The dataset keys that published rows' ``like.protocol`` name (e.g. ``lists``)."""
+    entries = published() if entries is None else entries
+    return sorted({k for e in entries for k in ((e.get("like") or {}).get("protocol") or {})})
+
+
+# backbones of published rows that no suite runs (published.yaml `like.backbone`), in words
+PAPER_BACKBONES = {"vgg16_imdbwiki": "VGG-16 initialised on IMDB-WIKI", "vgg16_imagenet": "ImageNet VGG-16"}
+REPORT_WORDS = {"exp": "the expectation over the rank softmax", "max": "the argmax", "value": "the regressed value",
+                "bins": "the bin-based value Σ p_k·a_k"}
+
+
+def unlike(entry: dict, backbone: str | None, protocol: dict | None) -> str | None:
+    """Why a published row is not like our cell (``backbone``: the suite's; ``protocol``: the cell's
+    dataset values of the keys the entry's ``like.protocol`` names), or None where it is (or where
+    the row does not say)."""
+    like = entry.get("like") or {}
+    theirs = like.get("backbone")
+    if theirs is not None and backbone is not None and theirs != backbone:
+        return (f"not comparable: the paper's row used {PAPER_BACKBONES.get(theirs, theirs)}, this suite "
+                f"`{backbone}`")
+    wanted = like.get("protocol") or {}
+    ours = {k: (protocol or {}).get(k) for k in wanted}
+    if protocol is not None and ours != wanted:
+        differ = ", ".join(f"{k}: {ours[k]!r} (the row's {wanted[k]!r})" for k in wanted if ours[k] != wanted[k])
+        return f"not comparable: {like.get('why', 'another protocol')}; this cell has {differ}"
+    return None
+
+
+def comparison(df: pd.DataFrame, entries: list[dict], backbone: str | None = None,
+               protocols: dict[str, dict] | None = None) -> str:
     """Markdown: paper, ours and ours − paper for every cell of ``df`` that has a published number.
     Ours twice: selected on validation (our headline) and on test (what the official code does);
-    then the number's status, the paper's backbone for that row and the source."""
+    then the number's status, the paper's backbone for that row and the source. Where the row was
+    made with another backbone than the suite's (``backbone``) or on other lists than the cell's
+    dataset (``protocols``: per dataset, its values of the keys published entries' ``like.protocol``
+    name), the difference column says "not comparable: <why>" (published.yaml ``like``)."""
     lines = ["| dataset | method | metric | paper | ours | ours − paper | ours, test-selected | status | "
              "paper's backbone | source |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -141,15 +189,37 @@ def comparison(df: pd.DataFrame, entries: list[dict]) -> str:
         mark = "" if e["checked"] else " †"
         std = f" ± {e['std']:.2f}" if e.get("std") is not None else ""
         test = "–" if got["test"] is None else f"{got['test']:.2f}{unit}"
+        why = unlike(e, backbone, None if protocols is None else protocols.get(e["dataset"], {}))
+        diff = why or f"{got['val'] - e['value']:+.2f}"
         lines.append(f"| {e['dataset']} | {e['method']} | {PUBLISHED_METRICS[e['metric']]} | "
-                     f"{e['value']:.2f}{std}{unit}{mark} | {got['val']:.2f}{unit} | {got['val'] - e['value']:+.2f} | "
+                     f"{e['value']:.2f}{std}{unit}{mark} | {got['val']:.2f}{unit} | {diff} | "
                      f"{test} | {e['status']} | {' '.join(str(e.get('backbone', '–')).split())} | "
                      f"{' '.join(e['source'].split())} |")
     if len(lines) == 2:
         return ""
-    return ("\n## Published numbers beside ours\n\n" + "\n".join(lines) +
-            "\n\n† not read off the paper's own table (status: see ordclip/published.yaml). Our numbers use this "
-            "suite's backbone, which may differ from the paper's (column \"paper's backbone\").\n")
+    return ("\n".join(lines) +
+            "\n\n† not read off the paper's own table (status: see ordclip/published.yaml). \"not comparable\": the "
+            "row was made with another backbone or on other lists (published.yaml `like`); where the paper does not "
+            "say which backbone, the difference is given (column \"paper's backbone\").\n")
+
+
+def report_note(reports: dict[str, dict[str, str]], df: pd.DataFrame, entries: list[dict]) -> str:
+    """Which of our MAEs the published MAE column is compared with: each method's ``report.mae`` mode
+    (``reports``: {dataset: {method: mode}}), for the methods that have a published MAE here."""
+    shown = {(e["dataset"], e["method"]) for e in entries if e["metric"] == "mae"}
+    modes: dict[str, list[str]] = {}
+    for d, per_method in reports.items():
+        for m, mode in per_method.items():
+            if (d, m) in shown and not df[(df.dataset == d) & (df.method == m)].empty:
+                modes.setdefault(mode, []).append(f"{m} ({d})" if len(reports) > 1 else m)
+    if not modes:
+        return ""
+    which = "; ".join(f"{REPORT_WORDS.get(mode, mode)} (`{mode}`): {', '.join(dict.fromkeys(ms))}"
+                      for mode, ms in modes.items())
+    return ("The paper's MAE is compared with our `mae`, each method's `report.mae`: " + which + ". Which of "
+            "their logged MAEs the papers print is not stated (OrdinalCLIP's runner logs the expectation's and the "
+            "argmax's, runner/runner.py:66-68; its checkpoint monitor is the argmax's, scripts/run.py:111-112): "
+            "`mae_max` in the CSV is the argmax's, our choice of headline is the expectation.\n")
 
 
 def rank_space_note(rank_spaces: dict[str, dict[str, list[int]]]) -> str:
@@ -268,8 +338,13 @@ def table_texts(job: dict) -> dict[str, str]:
         note += ("Ordinality: the share of comparisons of the rank prototypes' similarities that follow the rank order "
                  "(OrdinalCLIP's scripts/vis_ordinality.py, widest span), over the dataset's own ranks (MORPH II: "
                  "16..77; the official script slices 15..75); NumCLIP's counts its 5 bins, not comparable.\n")
-    if len(backbones) > 1:  # published numbers name no backbone we could match a suite to
-        compared = "\nPublished numbers are not shown: the papers' rows do not say which backbone made them.\n"
-    else:
-        compared = comparison(df, published())
+    entries = published()
+    compared = ""
+    for s, b in backbones.items():  # each suite's cells beside the rows made like them (published.yaml `like`)
+        part = comparison(df[df.suite == s], entries, b, job.get("protocols"))
+        if part:
+            compared += (f"\n### Suite `{s}` (backbone `{b}`)\n\n" if len(backbones) > 1 else "\n") + part
+    if compared:
+        compared = ("\n## Published numbers beside ours\n" + compared + "\n"
+                    + report_note(job.get("reports") or {}, df, entries))
     return {"csv": csv, "md": f"# {job['title']}\n\n{note}\n{body}{compared}", "metrics.json": metrics}

@@ -35,7 +35,8 @@ def _params(tmp_path, weights: dict) -> str:
 
     path = tmp_path / "w.yaml"
     path.write_text(yaml.safe_dump({"backbones": {"fetched": {
-        "model": "ordclip-tiny", "weights": weights, "image_size": 32, "resize": 36, "normalize": "imagenet"}}}))
+        "model": "ordclip-tiny", "weights": weights, "image_size": 32, "resize": 36,
+        "resize_interpolation": "bicubic", "normalize": "imagenet"}}}))
     return str(path)
 
 

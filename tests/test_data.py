@@ -167,3 +167,35 @@ def test_a_shift_variant_split_is_written_from_its_name(tmp_path):
     assert [int((train_ranks == r).sum()) for r in range(4)] == [6, 6, 30, 30]  # 30 each before; ranks 0, 1 thinned
     assert set(shifted["train"]) < set(base["train"])
     assert (shifted["test"] == base["test"]).all() and (shifted["val"] == base["val"]).all()
+
+
+def test_paper_cache_resizes_as_the_official_torchvision_resize(tmp_path):
+    """OrdinalCLIP runner/utils.py:376-377 `transforms.Resize(input_resize)` ([256, 256], its default
+    bilinear on PIL images): the paper backbones' cache is resized the same way, bit for bit; the
+    demo's backbone keeps bicubic (our choice), and one cache size has one interpolation."""
+    from conftest import ROOT
+    from torchvision import transforms
+
+    from ordclip.config import check, load_params
+    from ordclip.errors import ConfigError
+    from ordclip.jobs import job_config
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "img").mkdir()
+    Image.fromarray(rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)).save(tmp_path / "img/a.png")
+    (tmp_path / "labels.csv").write_text("path,label\nimg/a.png,1\n")
+    params = load_params([ROOT / "params.yaml"])
+    job = job_config(params, "prepare", dataset="morph2", size=256)
+    assert job["interpolation"] == "bilinear"
+    assert job_config(params, "prepare", dataset="counting", size=36)["interpolation"] == "bicubic"
+    for kind in ("bilinear", "bicubic"):
+        prepare(tmp_path / "labels.csv", tmp_path, 24, None, tmp_path / f"{kind}.npy", tmp_path / "i.csv",
+                interpolation=kind)
+    with Image.open(tmp_path / "img/a.png") as img:
+        official = np.asarray(transforms.Resize([24, 24])(img.convert("RGB")))
+    assert np.array_equal(np.load(tmp_path / "bilinear.npy")[0], official)
+    assert not np.array_equal(np.load(tmp_path / "bicubic.npy")[0], official)
+    params["backbones"]["rn50_openai"]["resize_interpolation"] = "bicubic"
+    with pytest.raises(ConfigError, match=r"backbones: bilinear \(vitb16_openai, vitb32_openai, vitl14_openai\); "
+                                          r"bicubic \(rn50_openai\) all cache images at resize 256"):
+        check(params)

@@ -696,6 +696,34 @@ def test_aesthetics_missing_photos(in_tmp):
     assert record["missing_left_out"] == [listed[3][0]]
 
 
+
+def test_aesthetics_fixed_split_is_l2rclips_train_and_test_lists(in_tmp):
+    """lists: fixed reads <category>_train.txt and _test.txt (NumCLIP aesthetics.yaml:5-7 trains on the
+    first and tests on the second): one fold whose test part is exactly the test list, val carved from
+    train; a photo on both lists is refused with both places named."""
+    import numpy as np
+
+    photos, lst, listed = make_aesthetics(in_tmp)
+    rows = lst.read_text().splitlines(keepends=True)
+    (in_tmp / "animals_train.txt").write_text("".join(rows[:8]))
+    (in_tmp / "animals_test.txt").write_text("".join(rows[8:]))
+    cfg = {"name": "aesthetics_fixed_animals", "kind": "aesthetics", "category": "animals", "lists": "fixed",
+           "files": {"images": {"path": str(photos)}, "train": {"path": str(in_tmp / "animals_train.txt")},
+                     "test": {"path": str(in_tmp / "animals_test.txt")}}}
+    aesthetics.fetch(cfg, "data/raw/aesthetics_fixed_animals")
+    got = labels(in_tmp / "data/raw/aesthetics_fixed_animals")
+    assert [(Path(r["path"]).stem, int(r["label"]), r["split0"]) for r in got] == \
+        [(p, lv, "train" if i < 8 else "test") for i, (p, lv) in enumerate(listed)]
+    index = {"rank": np.array([int(r["label"]) - 1 for r in got]), "split0": np.array([r["split0"] for r in got])}
+    split = given(index, 0, 0, {"folds": 1, "val": 0.5})
+    assert list(split[8:]) == ["test", "test"] and set(split[:8]) == {"train", "val"}
+    (in_tmp / "animals_test.txt").write_text(rows[8] + rows[0])
+    with pytest.raises(DataError, match=r"animals_test.txt line 2: photo 4317609574 is also in .*animals_train.txt line 1"):
+        aesthetics.fetch(cfg, "data/raw/aesthetics_fixed_animals")
+    with pytest.raises(ConfigError, match=r"datasets.aesthetics_fixed_animals.lists: 'kfold'; expected one of"):
+        aesthetics.fetch({**cfg, "lists": "kfold"}, "data/raw/aesthetics_fixed_animals")
+
+
 # ---- split protocols ------------------------------------------------------------------------------
 
 def test_per_class_210_5_50():
@@ -879,6 +907,11 @@ def test_real_dataset_entries():
         for list_name in morph2.SETTINGS[setting]:
             assert ds["files"][list_name]["url"].endswith(f"/datalist/morph/setting{setting}/{list_name}.txt")
     assert dataset_config(params, "morph2_B")["orientation"] == "train_one"
+    for category in ("animals", "nature", "people", "urban"):   # L2RCLIP's fixed 80/20 split of each category
+        fixed = dataset_config(params, f"aesthetics_fixed_{category}")
+        assert fixed["lists"] == "fixed" and split_config(params, "paper", fixed["name"])["folds"] == 1
+        assert {k: v["url"].rsplit("/", 1)[1] for k, v in fixed["files"].items() if "url" in v} == \
+            {"train": f"{category}_train.txt", "test": f"{category}_test.txt"}
     assert dataset_config(params, "clap2015")["files"]["list"]["url"].endswith("/datalist/clap2015/total_2015.csv")
     for name in folds:
         for entry in dataset_config(params, name)["files"].values():

@@ -347,3 +347,45 @@ def test_l2rclip_stage1_features_are_not_cached_for_a_batchnorm_encoder():
     part = Part(np.arange(4), torch.randint(0, 256, (4, 36, 36, 3), dtype=torch.uint8), torch.arange(4))
     pipe = ImagePipeline(32, "imagenet", True, torch.device("cpu"))
     assert method.stage_inputs(method.stages()[0], part, pipe, torch.autocast("cpu", enabled=False)) is None
+
+
+def test_numclip_official_label_shift_moves_ages_19_35_65_down_a_bin():
+    """runner_ssr.py:69 `y = y - 1` before num2label (runner_ssr.py:256-272) and the L1 loss: with
+    label_shift 1, ages 19, 35 and 65 fall in the bin below; the target is age − 1 and the prediction
+    adds the 1 back, so the MAE is the official |ŷ − (y − 1)|."""
+    import numpy as np
+
+    ds = {**_dataset([0, 100]), "dataset_ranks": [16, 77],
+          "coarse": {"starts": [0, 13, 19, 35, 65], "names": list("abcde")}}
+    task = make_task(ds, np.array([16]))
+    ours, official = _build("numclip", NUM, task), _build("numclip", {**NUM, "label_shift": 1}, task)
+    ages = torch.tensor([18, 19, 20, 34, 35, 36, 64, 65, 66])
+    assert ours.rank_to_bin[ages].tolist() == [1, 2, 2, 2, 3, 3, 3, 4, 4]
+    assert official.rank_to_bin[ages].tolist() == [1, 1, 2, 2, 2, 3, 3, 3, 4]
+    assert official.regressor.starts.tolist() == [0, 13, 19, 35, 65]   # age anchors stay (regclip_ssr.py:23)
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        raw = official.regressor(official.bin_logits(images))
+        assert torch.allclose(official.predict(images)["value"], raw + 1)   # ranks 0..100 are ages 0..100
+        terms = official.losses(images, torch.tensor([40, 60]), official.stages()[0])
+        assert terms["l1"].item() == pytest.approx((raw - torch.tensor([39.0, 59.0])).abs().mean().item(), rel=1e-6)
+
+
+def test_numclip_label_shift_on_levels_shifts_the_anchors_not_the_bins():
+    """Aesthetics 1..5: the official y - 1 gives 0..4 with the anchors 0..4 (regclip_ssr.py:31); ours
+    without the shift keeps the anchors 1..5."""
+    import numpy as np
+
+    task = make_task(_dataset([1, 5]), np.array([1]))
+    ours, official = _build("numclip", NUM, task), _build("numclip", {**NUM, "label_shift": 1}, task)
+    assert ours.regressor.starts.tolist() == [1, 2, 3, 4, 5] and official.regressor.starts.tolist() == [0, 1, 2, 3, 4]
+    assert ours.rank_to_bin.tolist() == official.rank_to_bin.tolist() == [0, 1, 2, 3, 4]
+    assert official.bins_are_ranks and "logits" in official.predict(torch.randn(1, 3, 32, 32))
+
+
+def test_numclip_label_shift_below_the_first_bin_is_refused():
+    import numpy as np
+
+    task = make_task(_dataset([0, 7], coarse={"starts": [0, 3, 4, 5, 7], "names": list("abcde")}), np.array([0]))
+    with pytest.raises(Exception, match=r"methods\.numclip\.label_shift: 1 moves the lowest label 0 to -1"):
+        _build("numclip", {**NUM, "name": "numclip", "label_shift": 1}, task)

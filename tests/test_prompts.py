@@ -230,3 +230,20 @@ def test_frozen_text_weights_cast_once_give_autocasts_numbers(backbone, tok):
         again = cast.weights("cpu")["resblocks.0.mlp.c_fc.weight"]
     assert again is not first and torch.equal(again, w.to(torch.bfloat16))
     assert cast.weights("cpu") is None         # outside autocast nothing is replaced
+
+
+def test_morph_context_words_are_ten_tokens(backbone, tok):
+    """OrdinalCLIP plain_prompt_learner.py:218-226 sets n_ctx to the number of BPE tokens between SOT
+    and EOT of the context words: MORPH II's `age estimation: the age of the person is` is 10 of them
+    (`estimation` is `estim` + `ation`, `:` a token of its own), not 9 words."""
+    from ordclip.config import load_params
+
+    from conftest import ROOT
+
+    context = load_params([ROOT / "params.yaml"])["datasets"]["morph2"]["prompt"]["context"]
+    ids = tok.encode(context)
+    assert len(ids) == 10
+    pl = PromptLearner(backbone.token_embedding, tok, 101, context=context, num_base_ranks=3)
+    assert pl.context.shape[0] == 10
+    assert torch.equal(pl.context.detach(), backbone.token_embedding.weight[torch.tensor(ids)])
+    assert pl.eot.tolist() == [1 + 10 + 1 + 1] * 101

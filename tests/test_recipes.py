@@ -523,3 +523,48 @@ def test_the_demo_schedule_keeps_each_ablations_frozen_groups_frozen():
         assert {g for g, lr in demo.items() if lr == 0} == {g for g, lr in official.items() if lr == 0}, name
         assert all(lr == 3.0e-3 for g, lr in demo.items() if lr != 0), name
         assert run_config(PARAMS, "demo", "counting", name)["method"]["epochs"] == 12, name
+
+
+def test_fewshot_runs_use_ordinalclips_default_yaml_schedule():
+    """Issue 20, item 7: OrdinalCLIP's maintainer: a few-shot run is default.yaml + num-shots-<k>.yaml
+    and no other config (issue 11), so its few-shot rows train with default.yaml's RAdam at weight decay 0
+    and multistep 60 × 0.1 over 100 epochs (:16-18, :28-32), not morph_compare.yaml's cosine and 5e-4;
+    the full-data runs keep the comparison recipe, NumCLIP its own, the demo its short schedule."""
+    from ordclip.config import method_config, run_config
+
+    for method in ("baseline", "coop", "ordinalclip"):
+        few = method_config(PARAMS, "paper", method, "morph2-4shot")
+        assert (few["weight_decay"], few["scheduler"], few["epochs"], few["optimizer"]) == \
+            (0.0, {"name": "multistep", "milestones": [60], "gamma": 0.1}, 100, "radam")
+        assert few["lr"]["image_encoder"] == 1e-4
+        full = method_config(PARAMS, "paper", method, "morph2")
+        assert (full["weight_decay"], full["scheduler"]["name"]) == (5e-4, "cosine")
+        assert method_config(PARAMS, "paper", method, "hci-8shot")["scheduler"]["name"] == "multistep"
+    assert method_config(PARAMS, "paper", "numclip", "morph2-4shot") == \
+        {**method_config(PARAMS, "paper", "numclip", "morph2"), "name": "numclip"}
+    demo = run_config(PARAMS, "demo", "counting-4shot", "ordinalclip")["method"]
+    assert demo == run_config(PARAMS, "demo", "counting", "ordinalclip")["method"]
+
+
+def test_l2rclip_paper_stages_start_at_their_base_lr_on_imagenet_statistics():
+    """Issue 20, item 6 (our choice, docs/recipes/l2rclip.md): no warm-up (the released schedulers'
+    caller and values are not public), cosine per stage from the base lr; the images normalised with
+    ImageNet's statistics as every trained row (not CLIP-ReID's 0.5/0.5)."""
+    import torch
+
+    from ordclip.config import run_config
+    from ordclip.train import make_scheduler
+
+    cfg = run_config(PARAMS, "paper", "morph2", "l2rclip")
+    assert cfg["backbone"]["normalize"] == "imagenet" and cfg["method"]["scheduler"] == {"name": "cosine"}
+    for stage in ("stage1", "stage2"):
+        lr = next(iter(cfg["method"][stage]["lr"].values()))
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+        sched = make_scheduler(opt, cfg["method"][stage]["epochs"], cfg["method"])
+        seen = []
+        for _ in range(3):
+            seen.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        epochs = cfg["method"][stage]["epochs"]
+        assert seen[0] == lr and seen[1] == pytest.approx(lr * (1 + math.cos(math.pi / epochs)) / 2)

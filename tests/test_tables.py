@@ -118,7 +118,7 @@ def test_a_table_over_suites_shows_each_suites_cells_side_by_side(in_tmp):
     assert md.startswith("# Backbones\n") and "Suites `rand` (backbone `tiny`), `pre` (backbone `tiny_pre`)" in md
     assert "| method | a (rand: tiny) MAE | a (rand: tiny) Acc (%) | a (pre: tiny_pre) MAE | a (pre: tiny_pre) Acc (%) |" in md
     assert "| m | 3.00 | 50.00 | 1.00 | 50.00 |" in md
-    assert "Published numbers are not shown" in md
+    assert "Published numbers" not in md                  # no published row for dataset "a"
     df = pd.read_csv("results/pre/backbones.csv")
     assert list(dict.fromkeys(df.suite)) == ["rand", "pre"]
     summary = json.loads(Path("results/pre/backbones.metrics.json").read_text())
@@ -137,5 +137,73 @@ def test_variant_tables_say_what_their_datasets_are(in_tmp):
     md = Path("results/s/shift.md").read_text()
     assert "`<dataset>-top<c>keep<p>`: label-distribution shift" in md and "`<dataset>-<k>shot`" not in md
     assert "| method | morph2-top10keep20 MAE |" in md and "| ordinalclip | 2.60 |" in md
-    # OrdinalCLIP's published 2.61 for column "10-80" beside ours
-    assert "| morph2-top10keep20 | ordinalclip | MAE | 2.61 | 2.60 | -0.01 |" in md
+    # OrdinalCLIP's published 2.61 for column "10-80" beside ours: its MORPH rows are VGG-16's (like.backbone)
+    assert ("| morph2-top10keep20 | ordinalclip | MAE | 2.61 | 2.60 | not comparable: the paper's row used VGG-16 "
+            "initialised on IMDB-WIKI, this suite `b` |") in md
+
+
+def test_published_numbers_are_compared_only_with_their_like():
+    """Issue 20, item 9: a row made with another backbone (OrdinalCLIP's MORPH comparison: VGG-16 on
+    IMDB-WIKI) or on other lists (L2RCLIP's Adience: simplified_adience) gets "not comparable" and no
+    difference; a row whose backbone the paper does not state keeps its difference."""
+    entries = published()
+    df = pd.DataFrame([
+        {"dataset": "morph2", "method": "ordinalclip", "metric": "mae", "mean": 2.5},
+        {"dataset": "morph2", "method": "numclip", "metric": "mae", "mean": 2.5},
+        {"dataset": "adience", "method": "l2rclip", "metric": "acc", "mean": 0.6},
+        {"dataset": "hci", "method": "ordinalclip", "metric": "mae", "mean": 0.7},
+    ])
+    md = comparison(df, entries, "vitb16_openai", {"adience": {"lists": "official"}, "morph2": {}, "hci": {}})
+    assert ("| morph2 | ordinalclip | MAE | 2.32 | 2.50 | not comparable: the paper's row used VGG-16 initialised "
+            "on IMDB-WIKI, this suite `vitb16_openai` |") in md
+    assert "| morph2 | numclip | MAE | 2.08 † | 2.50 | +0.42 |" in md
+    assert ("| adience | l2rclip | Acc | 66.20 % † | 60.00 % | not comparable: L2RCLIP's Adience figures use its "
+            "simplified_adience_{0-4} lists (datalist/adience), not the official fold lists; this cell has lists: "
+            "'official' (the row's 'l2rclip') |") in md
+    assert "| hci | ordinalclip | MAE | 0.67 ± 0.03 | 0.70 | +0.03 |" in md          # backbone not stated
+    on_its_lists = comparison(df, entries, "vitb16_openai", {"adience": {"lists": "l2rclip"}})
+    assert "| adience | l2rclip | Acc | 66.20 % † | 60.00 % | -6.20 |" in on_its_lists
+    assert "| morph2 | numclip | MAE | 2.08 † | 2.50 | not comparable: the paper's row used vitb16_openai, this " \
+           "suite `rn50_openai` |" in comparison(df, entries, "rn50_openai")
+
+
+def test_a_table_over_suites_compares_each_suites_cells_and_says_which_mae(in_tmp):
+    """Issue 20, items 3 and 9: a backbone study shows each suite's published comparison under its own
+    backbone, and the note says which of our MAEs (each method's report.mae) the paper's MAE meets."""
+    from ordclip.tables import make_table
+
+    for s in ("paper", "paper_rn50"):
+        _cell(s, "morph2", "numclip", [2.4, 2.6], [0.5, 0.5])
+        _cell(s, "morph2", "coop", [2.4, 2.6], [0.5, 0.5])
+    job = {"suite": "paper", "name": "backbones", "title": "Backbones", "datasets": ["morph2"],
+           "methods": ["coop", "numclip"], "suites": ["paper_rn50", "paper"], "metrics": ["mae"],
+           "backbones": {"paper_rn50": "rn50_openai", "paper": "vitb16_openai"}, "overall": {}, "rank_spaces": {},
+           "protocols": {"morph2": {"lists": None}}, "reports": {"morph2": {"coop": "exp", "numclip": "value"}}}
+    make_table(job)
+    md = Path("results/paper/backbones.md").read_text()
+    rn50 = md.index("### Suite `paper_rn50` (backbone `rn50_openai`)")
+    vitb16 = md.index("### Suite `paper` (backbone `vitb16_openai`)")
+    assert rn50 < vitb16
+    assert "| morph2 | numclip | MAE | 2.08 † | 2.50 | not comparable: the paper's row used vitb16_openai" in md[rn50:vitb16]
+    assert "| morph2 | numclip | MAE | 2.08 † | 2.50 | +0.42 |" in md[vitb16:]
+    assert ("compared with our `mae`, each method's `report.mae`: the expectation over the rank softmax (`exp`): "
+            "coop; the regressed value (`value`): numclip.") in md
+
+
+def test_cells_carry_the_argmax_mae_beside_the_reported_one():
+    """Issue 20, item 3: the long form has `mae` (report.mae's mode) and `mae_max` (the argmax's), also
+    test-selected; a run without rank logits (NumCLIP regressing age) has no mae_max."""
+    from ordclip.tables import cell_metrics
+
+    def run(exp, mx, with_max=True):
+        modes = {"exp": {"mae": exp}, **({"max": {"mae": mx}} if with_max else {})}
+        headline = {"mae": exp, "acc": 0.5, "one_off_acc": 0.9, "qwk": 0.1}
+        return {"test": headline, "test_selected_test": headline, "val_selected": {"test": modes},
+                "test_selected": {"test": modes}, "ordinality": {"val_selected": 1.0}}
+
+    got = cell_metrics([run(1.0, 2.0), run(3.0, 4.0)])
+    assert got["mae"]["mean"] == 2.0 and got["mae_max"]["mean"] == 3.0 and got["mae_max_test_selected"]["values"] == [2.0, 4.0]
+    regressor = cell_metrics([run(1.0, None, with_max=False)])
+    assert regressor["mae_max"] == {"mean": None, "std": None, "values": [None]}
+    with pytest.raises(KeyError):
+        cell_metrics([{"test_selected_test": {}}])          # a headline metric missing is no silent None

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ordclip.errors import DataError
+from ordclip.errors import ConfigError, DataError
 from ordclip.io import atomic_path
 
 DUPLICATES = ("error", "drop")
@@ -168,11 +168,19 @@ def rank_range(labels: list[int], ranks: list[int] | None, where: str) -> tuple[
     return lo, hi
 
 
+INTERPOLATIONS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
+
+
 def prepare(labels_csv: str | Path, image_root: str | Path, px: int, ranks: list[int] | None,
-            out_images: str | Path, out_index: str | Path, duplicates: str = "error") -> None:
+            out_images: str | Path, out_index: str | Path, duplicates: str = "error",
+            interpolation: str = "bicubic") -> None:
     """Write the decoded, resized uint8 cache and ``index.csv`` (index,path,label,rank and the
     labels' protocol columns). ``duplicates``: what to do with an image listed twice (error | drop);
-    byte-identical images under different paths are reported."""
+    byte-identical images under different paths are reported. ``interpolation``: PIL's resize filter
+    (bilinear: torchvision's ``transforms.Resize`` default on PIL images, the official OrdinalCLIP /
+    NumCLIP transform; bicubic: the demo's)."""
+    if interpolation not in INTERPOLATIONS:
+        raise ConfigError(f"resize_interpolation: {interpolation!r}; expected one of {sorted(INTERPOLATIONS)}")
     rows, extra = read_label_table(labels_csv, image_root, duplicates)
     report_identical(rows, Path(image_root), Path(labels_csv))
     lo, _ = rank_range([r["label"] for r in rows], ranks, str(labels_csv))
@@ -183,7 +191,7 @@ def prepare(labels_csv: str | Path, image_root: str | Path, px: int, ranks: list
         for i, row in enumerate(rows):
             try:
                 with Image.open(Path(image_root) / row["path"]) as img:
-                    images[i] = np.asarray(img.convert("RGB").resize((px, px), Image.BICUBIC))
+                    images[i] = np.asarray(img.convert("RGB").resize((px, px), INTERPOLATIONS[interpolation]))
             except (UnidentifiedImageError, OSError) as exc:
                 raise DataError(f"{labels_csv} line {row['line']}: cannot decode image {row['path']}: {exc}") from None
             if (i + 1) % FLUSH_ROWS == 0:

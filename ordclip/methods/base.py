@@ -22,6 +22,7 @@ class Task:
     context: str
     min_label: int = 0
     coarse: dict | None = None
+    lowest_label: int | None = None  # the dataset's own lowest label, where it is above min_label (a rank space)
 
 
 @dataclass
@@ -45,6 +46,31 @@ class Stage:
     groups: list[ParamGroup]
     loss_weights: dict[str, float] = field(default_factory=dict)
     view: str | None = None
+
+
+def fp32(fn):
+    """Run ``fn`` with autocast off and its tensor arguments in float32.
+
+    Training and evaluation run under bf16 autocast on a GPU, where a matmul returns bf16: logits
+    near 100·cos ∈ [16, 32) would step by 0.125 and neighbouring ranks could tie (argmax then takes
+    the lower one). Logits, and what is computed from them (NumCLIP's regressor), are therefore
+    computed in float32 (our choice; the official fp16 AMP rounds them to 0.0156). Outside autocast
+    (the CPU) this changes nothing: ``.float()`` of a float32 tensor is the tensor itself."""
+
+    def wrapped(*args, **kwargs):
+        cast = [a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args]
+        device = next((a.device.type for a in cast if torch.is_tensor(a)), "cpu")
+        with torch.autocast(device, enabled=False):
+            return fn(*cast, **kwargs)
+
+    wrapped.__doc__, wrapped.__name__ = fn.__doc__, fn.__name__
+    return wrapped
+
+
+@fp32
+def scaled_logits(logit_scale: torch.Tensor, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """exp(logit_scale) · image · textᵀ of normalised features, in float32 (see ``fp32``)."""
+    return logit_scale.exp() * image @ text.T
 
 
 class RankTextModel(nn.Module):
@@ -78,7 +104,7 @@ class RankTextModel(nn.Module):
 
     def logits(self, images: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
         text = self.text_features() if text is None else text
-        return self.backbone.logit_scale.exp() * self.image_features(images) @ text.T
+        return scaled_logits(self.backbone.logit_scale, self.image_features(images), text)
 
 
 class PromptMethod(nn.Module):

@@ -19,9 +19,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ordclip.losses import ce_loss, t2i_kl_loss
-from ordclip.methods.base import ParamGroup, Stage, Task
+from ordclip.methods.base import ParamGroup, Stage, Task, fp32
 
 SCALE = 100.0  # baseline.py:47, a fixed logit scale
+
+
+def _cosine_head(f: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    return SCALE * f @ w.T
 
 
 class LinearBaseline(nn.Module):
@@ -53,7 +57,7 @@ class LinearBaseline(nn.Module):
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         f = F.normalize(self.backbone.encode_image(images), dim=-1)
-        return SCALE * f @ F.normalize(self.head, dim=-1).T
+        return fp32(_cosine_head)(f, F.normalize(self.head, dim=-1))
 
     def losses(self, images: torch.Tensor, y: torch.Tensor, stage: Stage) -> dict[str, torch.Tensor]:
         logits = self.logits(images)

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ordclip.losses import asymmetric_contrastive_loss, ce_loss, ordinal_pairwise_loss, ordinal_stage1_loss
-from ordclip.methods.base import ParamGroup, PromptMethod, Stage, Task
+from ordclip.methods.base import ParamGroup, PromptMethod, Stage, Task, fp32, scaled_logits
 from ordclip.models.prompts import PromptLearner
 from ordclip.models.rankformer import RankFormer
 
@@ -123,10 +123,10 @@ class L2RCLIP(PromptMethod):
         image = images if stage is self._feature_stage else self.model.image_features(images)
         scale = self.model.backbone.logit_scale
         weights = stage.loss_weights
-        terms = {"ce": ce_loss(scale.exp() * image @ text.T, y)}
+        terms = {"ce": ce_loss(scaled_logits(scale, image, text), y)}
         if weights.get("contrastive", 0) > 0:
             ranks = torch.arange(text.shape[0], device=y.device)
-            terms["contrastive"] = asymmetric_contrastive_loss(text, image, ranks, y, scale)
+            terms["contrastive"] = fp32(asymmetric_contrastive_loss)(text, image, ranks, y, scale)
         if weights.get("ordinal", 0) > 0:
             # the released caller is not public: each image's rank text is both t_i and its centre g_i
             terms["ordinal"] = ordinal_stage1_loss(image, text[y], text[y], y)

@@ -11,8 +11,16 @@ Predictions (outputs of ``predict``; the report/select_on modes of ordclip.metri
 - ``logits`` over the bins where the bins are the ranks (HCI, aesthetics): the expectation/argmax
   modes exp/max that runner_ssr.py:299-302 reports for aesthetics and historical images.
 
-Departures from the official code, which are its defects: no hard-coded device, no `y − 1`
-shift, bins from the configuration rather than module globals.
+Label shift (``label_shift`` s): runner_ssr.py:69 does ``y = y - 1`` before num2label, the L1 loss
+and the metrics, so the method works on labels ℓ − s. Configured bins (age: num2label's 0, 13, 19,
+35, 65) are applied to the shifted labels, so with s = 1 ages 19, 35 and 65 fall in the bin below;
+where the bins are the levels themselves (HCI, aesthetics, the 5-level defaults) they shift with the
+labels, so the anchors a_k are the shifted levels (aesthetics 1..5 → 0..4, regclip_ssr.py:31). The
+regressed ŷ is of ℓ − s; the prediction adds s back, so the MAE is the official |ŷ − (y − 1)|.
+s = 1 is the official behaviour (the paper suite's MORPH II and aesthetics); s = 0 is our default.
+
+Departures from the official code, which are its defects: no hard-coded device, bins from the
+configuration rather than module globals.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from torch import nn
 from ordclip.config import untrained_head_errors
 from ordclip.errors import ConfigError
 from ordclip.losses import ce_loss, fcrc_ce_loss, fcrc_kl_loss
-from ordclip.methods.base import ParamGroup, PromptMethod, Stage, Task
+from ordclip.methods.base import ParamGroup, PromptMethod, Stage, Task, fp32, scaled_logits
 from ordclip.models.prompts import PromptLearner
 
 
@@ -58,6 +66,9 @@ class SSRRegressor(nn.Module):
         self.register_buffer("starts", torch.tensor(starts, dtype=torch.float32), persistent=False)
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        return fp32(self._forward)(logits)  # 1 + Δ in bf16 would step by 2⁻⁷
+
+    def _forward(self, logits: torch.Tensor) -> torch.Tensor:
         p = logits.softmax(dim=-1)
         delta = torch.tanh(self.delta(F.relu(self.hidden(logits))))
         return (p * self.starts / (1 + delta)).sum(dim=-1)
@@ -73,13 +84,19 @@ class NumCLIP(PromptMethod):
         dim = backbone.text_projection.shape[-1] if not isinstance(backbone.text_projection, nn.Linear) \
             else backbone.text_projection.out_features
         self.adapter = Adapter(dim, cfg["adapter"]["reduction"], cfg["adapter"]["ratio"])
-        self.regressor = SSRRegressor([float(s) for s in coarse["starts"]])
-        self.min_label = task.min_label
-        self.num_bins = len(coarse["starts"])
+        shift = cfg.get("label_shift", 0)
         values = torch.arange(task.num_ranks) + task.min_label
-        bins = (values[:, None] >= torch.tensor(coarse["starts"])[None, :]).sum(dim=1) - 1
+        levels = list(coarse["starts"]) == values.tolist()  # the bins are the ranks
+        starts = [s - shift for s in coarse["starts"]] if levels else list(coarse["starts"])
+        self.regressor = SSRRegressor([float(s) for s in starts])
+        # the labels the method works on are ℓ − shift (runner_ssr.py:69); ranks are 0-based, so
+        # rank r is label min_label + r and shifted label min_label − shift + r
+        self.min_label = task.min_label - shift
+        self.num_bins = len(starts)
+        # ranks below the dataset's lowest label (a rank space's, e.g. ages 0..15 on MORPH II) have no image
+        bins = ((values[:, None] - shift >= torch.tensor(starts)[None, :]).sum(dim=1) - 1).clamp_min(0)
         self.register_buffer("rank_to_bin", bins, persistent=False)
-        self.bins_are_ranks = list(coarse["starts"]) == values.tolist()
+        self.bins_are_ranks = levels
 
     def stages(self) -> list[Stage]:
         stage = super().stages()[0]
@@ -91,7 +108,7 @@ class NumCLIP(PromptMethod):
     def bin_logits(self, images: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
         text = self.model.text_features() if text is None else text
         f = F.normalize(self.adapter(self.model.backbone.encode_image(images)), dim=-1)
-        return self.model.backbone.logit_scale.exp() * f @ text.T
+        return scaled_logits(self.model.backbone.logit_scale, f, text)
 
     def losses(self, images: torch.Tensor, y: torch.Tensor, stage: Stage) -> dict[str, torch.Tensor]:
         logits = self.bin_logits(images)
@@ -122,6 +139,13 @@ def build(backbone: nn.Module, tok, task: Task, cfg: dict) -> NumCLIP:
                           "(a dataset of exactly 5 ranks uses its own levels by default)")
     if len(coarse["names"]) != len(coarse["starts"]):
         raise ConfigError(f"coarse: {len(coarse['names'])} names for {len(coarse['starts'])} bins")
+    shift = cfg.get("label_shift", 0)
+    levels = list(coarse["starts"]) == list(range(task.min_label, task.min_label + task.num_ranks))
+    lowest = task.min_label if task.lowest_label is None else task.lowest_label
+    if shift and not levels and lowest - shift < coarse["starts"][0]:
+        raise ConfigError(f"methods.{cfg.get('name', 'numclip')}.label_shift: {shift} moves the lowest label "
+                          f"{lowest} to {lowest - shift}, below the first bin's start "
+                          f"{coarse['starts'][0]} (coarse.starts {list(coarse['starts'])}); use label_shift 0 here")
     prompts = PromptLearner(
         backbone.token_embedding, tok, len(coarse["starts"]),
         context=coarse["context"] if cfg["init_context"] else None, n_ctx=cfg["n_ctx"],
