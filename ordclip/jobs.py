@@ -264,8 +264,12 @@ def param_keys(params: Mapping, verb: str, **keys: Any) -> list[str]:
     job's configuration (:func:`job_config`) stays the same."""
     from ordclip import config as C
 
-    if verb in ("generate", "fetch", "prepare"):
+    if verb in ("generate", "fetch"):
         return [f"datasets.{C.dataset_config(params, keys['dataset'])['data']}"]
+    if verb == "prepare":  # and the interpolation of the backbones cached at its size
+        at = [b for b, bb in params["backbones"].items() if bb.get("resize") == int(keys["size"])]
+        return [f"datasets.{C.dataset_config(params, keys['dataset'])['data']}",
+                *(f"backbones.{b}.{k}" for b in at for k in ("resize", "resize_interpolation"))]
     if verb in ("backbone", "pretrain"):
         return [f"backbones.{keys['backbone']}"]
     suite = keys["suite"]
