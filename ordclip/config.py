@@ -235,6 +235,78 @@ def check(params: Mapping) -> None:
         raise ConfigError("invalid parameters:\n  " + "\n  ".join(problems))
 
 
+def known_label_counts(params: Mapping, name: str) -> dict[int, int] | None:
+    """Images per label of a dataset where they are known before any job runs: a synthetic set's
+    ``per_rank`` of each rank, the labels of a user's CSV or of a fetched set's data/raw labels.csv
+    once it exists; else None. Rows whose label is not an integer are left out here (the prepare
+    job names them)."""
+    import csv as csv_module
+    from collections import Counter
+
+    ds = dataset_config(params, name)
+    if ds["kind"] == "synthetic":
+        return {label: ds["per_rank"] for label in range(ds["ranks"][0], ds["ranks"][1] + 1)}
+    labels_csv = Path(raw_source(params, name)[0])
+    if not labels_csv.is_file():
+        return None
+    with open(labels_csv, newline="", encoding="utf-8", errors="replace") as f:
+        reader = csv_module.DictReader(f)
+        column = next((c for c in reader.fieldnames or [] if c.strip() == "label"), None)
+        if column is None:
+            return None
+        labels = [(row.get(column) or "").strip() for row in reader]
+    return dict(Counter(int(v) for v in labels if v.lstrip("-").isdigit()))
+
+
+def _ranges(folds: list[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``0..2, 5``."""
+    out, start = [], folds[0]
+    for prev, cur in zip(folds, [*folds[1:], None]):
+        if cur != prev + 1:
+            out.append(f"{start}" if start == prev else f"{start}..{prev}")
+            start = cur
+    return ", ".join(out)
+
+
+def check_folds(params: Mapping) -> None:
+    """Refuse, when the workflow is planned, a suite whose split protocol cannot give a dataset's
+    folds a train, val and test part with the images it has (known_label_counts), naming the suite,
+    dataset, folds, the ranks with fewest images and the key to change; the split jobs would
+    otherwise fail one by one."""
+    from ordclip.data.splits import fold_problems
+
+    problems, counts_of = [], functools.lru_cache(maxsize=None)(lambda d: known_label_counts(params, d))
+    for sname, suite in params.get("suites", {}).items():
+        bases = dict.fromkeys(dataset_config(params, d)["data"] for d in suite_members(suite, "datasets", sname, params))
+        for d in bases:
+            counts = counts_of(d)
+            if not counts:
+                continue
+            cfg = split_config(params, sname, d)
+            bad = fold_problems(counts, cfg)
+            if not bad:
+                continue
+            reasons = {}
+            for fold, why in bad.items():
+                reasons.setdefault(why, []).append(fold)
+            fewest = min(counts.values())
+            labels = sorted(label for label, n in counts.items() if n == fewest)
+            key = (f"datasets.{d}.split.folds" if "folds" in dataset_config(params, d)["split"]
+                   else f"suites.{sname}.folds")
+            fit = next((k for k in range(cfg["folds"] - 1, 1, -1) if not fold_problems(counts, {**cfg, "folds": k})),
+                       None) if cfg["protocol"] == "kfold" else None
+            advice = (f"at most {fit} folds fit: set {key} to {fit} or fewer" if fit is not None
+                      else f"change datasets.{d}.split or add images")
+            problems.append(
+                f"suites.{sname}, dataset {d!r}: split protocol {cfg['protocol']!r} with {cfg['folds']} folds: "
+                + "; ".join(f"fold{'s' if len(f) > 1 else ''} {_ranges(f)}: {why}" for why, f in reasons.items())
+                + f"; the dataset has {sum(counts.values())} images in {len(counts)} ranks, the fewest {fewest} "
+                f"(label{'s' if len(labels) > 1 else ''} {', '.join(map(str, labels[:5]))}"
+                f"{' ...' if len(labels) > 5 else ''}), the most {max(counts.values())}; {advice}")
+    if problems:
+        raise ConfigError("folds the data cannot fill:\n  " + "\n  ".join(problems))
+
+
 def untrained_head_errors(method: Mapping) -> list[str]:
     """NumCLIP: reporting or selecting on the regressor's ``value`` while its L1 weight is 0 would
     report a head that never trained. Key paths relative to the method."""

@@ -74,3 +74,58 @@ def test_disk_full_on_a_real_full_filesystem(tmp_path):
     assert "the previous resume.pt (8 bytes) is kept unchanged" in lines[0]
     assert "no earlier model.pt existed" in lines[2]
     assert lines[3] == "['resume.pt'] previous"
+
+
+def _snakemake(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, env=env, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("counts, cfg", [
+    ({1: 40, 2: 40, 3: 7}, {"protocol": "kfold", "folds": 60, "val": 0.1}),
+    ({1: 5, 2: 9}, {"protocol": "kfold", "folds": 6, "val": 0.2}),
+    ({0: 3, 1: 3, 2: 2}, {"protocol": "stratified", "folds": 3, "train": 0.6, "val": 0.15, "test": 0.25}),
+    ({0: 8, 1: 1}, {"protocol": "stratified", "folds": 2, "train": 0.6, "val": 0.15, "test": 0.25}),
+    ({0: 30, 1: 40}, {"protocol": "per_class", "folds": 2, "train": 20, "val": 5, "test": 10}),
+    ({0: 40, 1: 40}, {"protocol": "per_class", "folds": 2, "train": 20, "val": 5, "test": 10}),
+])
+def test_fold_check_agrees_with_the_split_jobs(tmp_path, counts, cfg):
+    """The plan-time check (fold_problems, from counts only) refuses exactly the folds the split job
+    refuses on images with those counts."""
+    import numpy as np
+
+    from ordclip.data.splits import PROTOCOLS, check_usable, fold_problems
+    from ordclip.errors import DataError
+
+    cfg = {**cfg, "seed": 7}
+    labels = np.array([label for label, n in counts.items() for _ in range(n)])
+    index = {"rank": labels - labels.min(), "label": labels}
+    refused = []
+    for fold in range(cfg["folds"]):
+        try:
+            check_usable(PROTOCOLS[cfg["protocol"]](index, fold, cfg["seed"], cfg), index, fold, cfg, tmp_path)
+        except DataError:
+            refused.append(fold)
+    assert sorted(fold_problems(counts, cfg)) == refused
+
+
+def test_plan_refuses_more_folds_than_the_data_allows(repo_copy):
+    """k-fold with 60 folds on 40 images per rank: `snakemake -n` stops before any job, naming the
+    suite, dataset, folds, ranks and numbers (the split jobs of folds 40..59 would fail one by one)."""
+    (repo_copy / "folds.yaml").write_text(textwrap.dedent("""
+        datasets:
+          shapes: {kind: synthetic, generator: counting, ranks: [1, 10], per_rank: 40, image_size: 64, seed: 5,
+                   prompt: {context: "the number of shapes is"},
+                   split: {protocol: kfold, val: 0.1}}
+        suites:
+          many: {datasets: [shapes], methods: [zeroshot, coop], backbone: tiny, folds: 60}
+    """))
+    proc = _snakemake(repo_copy, "-n", "results/many/table1.csv", "--configfile", "params.yaml", "folds.yaml")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert ("suites.many, dataset 'shapes': split protocol 'kfold' with 60 folds: folds 40..59: empty test part; "
+            "the dataset has 400 images in 10 ranks, the fewest 40 (labels 1, 2, 3, 4, 5 ...), the most 40; "
+            "at most 40 folds fit: set suites.many.folds to 40 or fewer") in out
+    assert not (repo_copy / "results").exists()
+    assert _snakemake(repo_copy, "-n", "results/table1.csv").returncode == 0

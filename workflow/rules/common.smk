@@ -7,6 +7,7 @@ from ordclip import layout as L
 from ordclip.config import (
     backbone_config,
     check,
+    check_folds,
     dataset_config,
     n_folds,
     raw_source,
@@ -20,9 +21,10 @@ from ordclip.errors import ConfigError
 from ordclip.jobs import KEYS, code_hash, job_config, job_json
 from ordclip.methods import METHODS
 
-try:  # workflow/schemas/params.schema.yaml, then the cross-checks; errors name the key path
+try:  # workflow/schemas/params.schema.yaml, the cross-checks, then the folds the data can fill
     validate_schema(config)
     check(config)
+    check_folds(config)
 except ConfigError as exc:
     raise WorkflowError(str(exc))
 
