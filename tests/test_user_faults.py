@@ -129,3 +129,33 @@ def test_plan_refuses_more_folds_than_the_data_allows(repo_copy):
             "at most 40 folds fit: set suites.many.folds to 40 or fewer") in out
     assert not (repo_copy / "results").exists()
     assert _snakemake(repo_copy, "-n", "results/table1.csv").returncode == 0
+
+
+def test_a_target_after_configfile_says_to_put_it_first(repo_copy):
+    """`snakemake -n --configfile my.yaml results/demo/table1.metrics.json`: the JSON target is read as
+    a second config file; the error names it and says to put the target before --configfile (it
+    used to be a schema message about its keys)."""
+    (repo_copy / "my.yaml").write_text("suites: {demo: {folds: 2}}\n")
+    target = repo_copy / "results/demo/table1.metrics.json"
+    target.parent.mkdir(parents=True)
+    target.write_text('{"ordinality": {"coop": 0.9}, "report": "x"}\n')
+    proc = _snakemake(repo_copy, "-n", "--configfile", "my.yaml", "results/demo/table1.metrics.json")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert ("--configfile results/demo/table1.metrics.json: not a params file: it is a file the pipeline writes "
+            "(under results/); none of its keys (ordinality, report) is a section of params.yaml") in out
+    assert "put the target before --configfile" in out and "Additional properties" not in out
+    assert _snakemake(repo_copy, "-n", "results/table1.csv", "--configfile", "my.yaml").returncode == 0
+
+
+def test_configfile_check_names_a_yaml_of_no_known_section(tmp_path):
+    from ordclip.config import check_configfiles
+    from ordclip.errors import ConfigError
+
+    good, bad = tmp_path / "good.yaml", tmp_path / "notes.yaml"
+    good.write_text("suites: {demo: {folds: 2}}\n")
+    bad.write_text("title: my notes\nruns: 3\n")
+    check_configfiles([good], tmp_path)
+    with pytest.raises(ConfigError, match=r"--configfile notes.yaml: not a params file: none of its keys "
+                                          r"\(title, runs\) is a section of params.yaml"):
+        check_configfiles([good, bad], tmp_path)

@@ -7,6 +7,7 @@ from ordclip import layout as L
 from ordclip.config import (
     backbone_config,
     check,
+    check_configfiles,
     check_folds,
     dataset_config,
     n_folds,
@@ -21,7 +22,8 @@ from ordclip.errors import ConfigError
 from ordclip.jobs import KEYS, code_hash, job_config, job_json
 from ordclip.methods import METHODS
 
-try:  # workflow/schemas/params.schema.yaml, the cross-checks, then the folds the data can fill
+try:  # --configfile values, workflow/schemas/params.schema.yaml, the cross-checks, the folds the data can fill
+    check_configfiles(workflow.overwrite_configfiles)
     validate_schema(config)
     check(config)
     check_folds(config)
