@@ -297,6 +297,30 @@ def _ranges(folds: list[int]) -> str:
     return ", ".join(out)
 
 
+def check_sources(params: Mapping) -> None:
+    """Refuse, when the workflow is planned, a bring-your-own (kind csv) dataset of a suite whose
+    labels CSV or image root does not exist, naming the key, the path and the suites that use it
+    (Snakemake would report a MissingInputException for the CSV, or every row's image as missing)."""
+    users: dict[str, list[str]] = {}
+    for sname, suite in params.get("suites", {}).items():
+        for d in suite_members(suite, "datasets", sname, params):
+            users.setdefault(dataset_config(params, d)["data"], []).append(sname)
+    problems = []
+    for d, suites in users.items():
+        ds = dataset_config(params, d)
+        if ds["kind"] != "csv":
+            continue
+        used = f"used by suite{'s' if len(set(suites)) > 1 else ''} {', '.join(dict.fromkeys(suites))}"
+        if not Path(ds["image_root"]).is_dir():
+            problems.append(f"datasets.{d}.image_root: {ds['image_root']} is not a folder ({used}); it is the folder "
+                            f"of your images, which the paths in {ds['csv']} are relative to: set it to where they are")
+        if not Path(ds["csv"]).is_file():
+            problems.append(f"datasets.{d}.csv: {ds['csv']} not found ({used}); it is your labels file, a CSV with "
+                            f"the header path,label: set it to where it is")
+    if problems:
+        raise ConfigError("missing files of your own datasets:\n  " + "\n  ".join(problems))
+
+
 def check_folds(params: Mapping) -> None:
     """Refuse, when the workflow is planned, a suite whose split protocol cannot give a dataset's
     folds a train, val and test part with the images it has (known_label_counts), naming the suite,

@@ -159,3 +159,78 @@ def test_configfile_check_names_a_yaml_of_no_known_section(tmp_path):
     with pytest.raises(ConfigError, match=r"--configfile notes.yaml: not a params file: none of its keys "
                                           r"\(title, runs\) is a section of params.yaml"):
         check_configfiles([good, bad], tmp_path)
+
+
+def _faces(root: Path, n_bad: int) -> Path:
+    """labels.csv over 2 labels x 6 images, then ``n_bad`` bad rows of three kinds."""
+    from PIL import Image
+
+    root.mkdir(parents=True)
+    lines = ["path,label"]
+    for i in range(12):
+        Image.new("RGB", (8, 8), (20 * i, 0, 0)).save(root / f"img{i}.png")
+        lines.append(f"img{i}.png,{20 + i % 2}")
+    for i in range(n_bad):
+        lines.append([f"img{i}.png,twenty", f"gone{i}.png,20", f"img{i}.png,20,extra"][i % 3])
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    return root / "labels.csv"
+
+
+def test_csv_errors_name_every_bad_row_up_to_a_limit(tmp_path):
+    from ordclip.data.prepare import MAX_BAD_ROWS, read_label_table
+    from ordclip.errors import DataError
+
+    labels = _faces(tmp_path / "faces", 3)
+    with pytest.raises(DataError) as err:
+        read_label_table(labels, tmp_path / "faces")
+    assert str(err.value) == (f"{labels}: 3 bad rows; fix them all and rerun:\n"
+                              f"  line 14: label 'twenty' is not an integer\n"
+                              f"  line 15: image {tmp_path / 'faces/gone1.png'} not found\n"
+                              f"  line 16: 3 fields for 2 columns")
+    labels = _faces(tmp_path / "many", MAX_BAD_ROWS + 7)
+    with pytest.raises(DataError) as err:
+        read_label_table(labels, tmp_path / "many")
+    message = str(err.value)
+    assert message.startswith(f"{labels}: {MAX_BAD_ROWS + 7} bad rows;") and message.endswith("... and 7 more")
+    assert message.count("\n  line ") == MAX_BAD_ROWS
+
+
+def test_undecodable_images_are_all_named(tmp_path):
+    from ordclip.data.prepare import prepare
+    from ordclip.errors import DataError
+
+    labels = _faces(tmp_path / "faces", 0)
+    for i in (3, 7):
+        (tmp_path / f"faces/img{i}.png").write_bytes(b"not a png")
+    with pytest.raises(DataError) as err:
+        prepare(labels, tmp_path / "faces", 8, None, tmp_path / "out/images.npy", tmp_path / "out/index.csv")
+    message = str(err.value)
+    assert message.startswith(f"{labels}: 2 undecodable images;")
+    assert "line 5: cannot decode image img3.png" in message and "line 9: cannot decode image img7.png" in message
+    assert not (tmp_path / "out/images.npy").exists() and os.listdir(tmp_path / "out") == []
+
+
+def test_plan_names_a_missing_image_root_and_csv(repo_copy, tmp_path):
+    """A bring-your-own dataset whose image root (or CSV) does not exist stops `snakemake -n` with
+    the key and path, before Snakemake's MissingInputException."""
+    labels = _faces(tmp_path / "faces", 0)
+    (repo_copy / "my.yaml").write_text(
+        f"datasets: {{faces: {{kind: csv, csv: {labels}, image_root: {tmp_path / 'nowhere'}}}}}\n"
+        "suites: {mine: {datasets: [faces], methods: [zeroshot], backbone: tiny, folds: 3}}\n")
+    proc = _snakemake(repo_copy, "-n", "results/table1.csv", "--configfile", "my.yaml", "--config", "suite=mine")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "MissingInputException" not in out
+    assert (f"datasets.faces.image_root: {tmp_path / 'nowhere'} is not a folder (used by suite mine); it is the "
+            f"folder of your images") in out
+    (repo_copy / "my.yaml").write_text(
+        f"datasets: {{faces: {{kind: csv, csv: {tmp_path / 'faces/none.csv'}, image_root: {tmp_path / 'faces'}}}}}\n"
+        "suites: {mine: {datasets: [faces], methods: [zeroshot], backbone: tiny, folds: 3}}\n")
+    proc = _snakemake(repo_copy, "-n", "results/table1.csv", "--configfile", "my.yaml", "--config", "suite=mine")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "MissingInputException" not in out
+    assert f"datasets.faces.csv: {tmp_path / 'faces/none.csv'} not found (used by suite mine)" in out
+    (repo_copy / "my.yaml").write_text(
+        f"datasets: {{faces: {{kind: csv, csv: {labels}, image_root: {tmp_path / 'faces'}}}}}\n"
+        "suites: {mine: {datasets: [faces], methods: [zeroshot], backbone: tiny, folds: 3}}\n")
+    proc = _snakemake(repo_copy, "-n", "results/table1.csv", "--configfile", "my.yaml", "--config", "suite=mine")
+    assert proc.returncode == 0, proc.stdout + proc.stderr

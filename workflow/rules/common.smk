@@ -9,6 +9,7 @@ from ordclip.config import (
     check,
     check_configfiles,
     check_folds,
+    check_sources,
     dataset_config,
     n_folds,
     raw_source,
@@ -22,10 +23,11 @@ from ordclip.errors import ConfigError
 from ordclip.jobs import KEYS, code_hash, job_config, job_json
 from ordclip.methods import METHODS
 
-try:  # --configfile values, workflow/schemas/params.schema.yaml, the cross-checks, the folds the data can fill
+try:  # --configfile values, workflow/schemas/params.schema.yaml, cross-checks, the user's files, the folds
     check_configfiles(workflow.overwrite_configfiles)
     validate_schema(config)
     check(config)
+    check_sources(config)
     check_folds(config)
 except ConfigError as exc:
     raise WorkflowError(str(exc))
