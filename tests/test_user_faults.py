@@ -234,3 +234,48 @@ def test_plan_names_a_missing_image_root_and_csv(repo_copy, tmp_path):
         "suites: {mine: {datasets: [faces], methods: [zeroshot], backbone: tiny, folds: 3}}\n")
     proc = _snakemake(repo_copy, "-n", "results/table1.csv", "--configfile", "my.yaml", "--config", "suite=mine")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_second_run_names_the_run_that_holds_the_folder(repo_copy):
+    """Run A generates the fading set; its job is stopped (SIGSTOP) mid-way, so A holds the lock.
+    Run B of the same target, and B with --rerun-incomplete, say that A (by pid) holds the folder
+    before Snakemake's own IncompleteFiles / lock error; after A ends, B's plan has no such line."""
+    import signal
+    import time
+
+    import psutil
+
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": str(ROOT)}
+    a = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "1", "data/raw/fading"], cwd=repo_copy, env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    job = None
+    try:
+        deadline = time.monotonic() + 120
+        while job is None and time.monotonic() < deadline and a.poll() is None:
+            for child in psutil.Process(a.pid).children(recursive=True):
+                try:
+                    cmd = child.cmdline()
+                except psutil.Error:
+                    continue
+                if cmd[1:4] == ["-m", "ordclip", "generate"]:
+                    job = child
+            time.sleep(0.05)
+        assert job is not None, "run A's generate job did not start"
+        job.send_signal(signal.SIGSTOP)
+        for extra in ([], ["--rerun-incomplete"]):
+            b = _snakemake(repo_copy, "--cores", "1", "data/raw/fading", *extra)
+            out = b.stdout + b.stderr
+            assert b.returncode != 0, out
+            assert f"ordclip: another Snakemake run holds this folder: pid {a.pid} (started " in out, out
+            assert "data/raw/fading" in out and "do not use --rerun-incomplete meanwhile" in out
+            assert out.index("another Snakemake run holds") < out.index(
+                "IncompleteFilesException" if not extra else "cannot be locked")
+        job.send_signal(signal.SIGCONT)
+        assert a.wait(timeout=300) == 0
+    finally:
+        if a.poll() is None:
+            os.killpg(a.pid, signal.SIGKILL)
+            a.wait()
+    b = _snakemake(repo_copy, "-n", "data/raw/fading")
+    assert b.returncode == 0 and "another Snakemake run" not in b.stdout + b.stderr

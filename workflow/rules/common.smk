@@ -1,5 +1,6 @@
 # Shared helpers: parameter validation, the CLI's --params arguments, targets and job resources.
 import functools
+import sys
 
 from snakemake.exceptions import WorkflowError
 
@@ -22,6 +23,7 @@ from ordclip.data.registry import DATASET_KINDS
 from ordclip.errors import ConfigError
 from ordclip.jobs import KEYS, code_hash, job_config, job_json
 from ordclip.methods import METHODS
+from ordclip.otherrun import other_run_message
 
 try:  # --configfile values, workflow/schemas/params.schema.yaml, cross-checks, the user's files, the folds
     check_configfiles(workflow.overwrite_configfiles)
@@ -33,6 +35,9 @@ except ConfigError as exc:
     raise WorkflowError(str(exc))
 
 SUITE = config["suite"]
+
+if workflow.is_main_process and (other_run := other_run_message()):
+    print(other_run, file=sys.stderr)
 
 # At SLURM preemption or time limit every process of a job gets SIGTERM. Without a trap, the job
 # shell dies at once and Snakemake ends the job step while training still writes its checkpoint;
