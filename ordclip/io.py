@@ -8,15 +8,17 @@ import contextlib
 import errno
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 from ordclip.errors import DataError, DiskFullError
+
+log = logging.getLogger(__name__)
 
 
 def _fsync(path: Path) -> None:
@@ -58,7 +60,7 @@ def clean_temporaries(path: str | os.PathLike, is_dir: bool = False) -> list[Pat
             shutil.rmtree(p, ignore_errors=True)
         else:
             p.unlink(missing_ok=True)
-        print(f"ordclip: removed {p}, left by an interrupted write of {path}", file=sys.stderr)
+        log.info(f"removed {p}, left by an interrupted write of {path}")
     return stale
 
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import logging
 import posixpath
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,8 @@ from PIL import Image, UnidentifiedImageError
 
 from ordclip.errors import DataError
 from ordclip.io import atomic_path
+
+log = logging.getLogger(__name__)
 
 DUPLICATES = ("error", "drop")
 SPLIT_COLUMN = re.compile(r"^split(0|[1-9][0-9]*)$")
@@ -87,8 +89,7 @@ def drop_duplicates(rows: list[dict], columns: list[str], labels_csv: Path, dupl
                             f"the dataset's duplicates: drop to keep the first of identical rows")
         dropped += 1
     if dropped:
-        print(f"ordclip: {labels_csv}: dropped {dropped} repeated row(s) (duplicates: drop); {len(kept)} images",
-              file=sys.stderr)
+        log.info(f"{labels_csv}: dropped {dropped} repeated row(s) (duplicates: drop); {len(kept)} images")
     return kept
 
 
@@ -106,8 +107,8 @@ def report_identical(rows: list[dict], image_root: Path, labels_csv: Path) -> li
             seen[digest] = row
     if pairs:
         shown = "; ".join(f"lines {a['line']} ({a['path']}) and {b['line']} ({b['path']})" for a, b in pairs[:5])
-        print(f"ordclip: WARNING: {labels_csv}: {len(pairs)} image(s) are byte-identical to another listed under a "
-              f"different path: {shown}{' ...' if len(pairs) > 5 else ''}", file=sys.stderr)
+        log.warning(f"{labels_csv}: {len(pairs)} image(s) are byte-identical to another listed under a "
+                    f"different path: {shown}{' ...' if len(pairs) > 5 else ''}")
     return pairs
 
 
