@@ -128,6 +128,30 @@ def train_inputs(wc):
     return inputs
 
 
+def embed_inputs(wc):
+    """The image cache and index of the dataset at the suite backbone's size, and its weights."""
+    bb = suite_backbone(wc.suite)
+    return {
+        "images": L.prepared_images(wc.dataset, bb["resize"]),
+        "index": L.prepared_index(wc.dataset, bb["resize"]),
+        "weights": L.backbone_weights(bb["name"]),
+    }
+
+
+def cell_inputs(wc):
+    """The recorded files of every fold's run of a (suite, dataset, method) cell."""
+    return [
+        L.run_file(wc.suite, wc.dataset, wc.method, k, name)
+        for k in range(n_folds(config, wc.suite, wc.dataset))
+        for name in ("metrics.json", "predictions.csv", "log.jsonl", "outputs.npz")
+    ]
+
+
+def table_inputs(wc):
+    """The cell files of results/<suite>/<name>.csv (table_cells)."""
+    return table_cells(wc.suite, wc.name)
+
+
 def train_gpu(wc):
     return uses_gpu(wc.suite) if trains_on(wc.suite, wc.dataset, wc.method) == "images" else 0
 
