@@ -332,10 +332,10 @@ def check_folds(params: Mapping) -> None:
     for sname, suite in params.get("suites", {}).items():
         bases = dict.fromkeys(dataset_config(params, d)["data"] for d in suite_members(suite, "datasets", sname, params))
         for d in bases:
-            counts = counts_of(d)
+            cfg = split_config(params, sname, d)
+            counts = None if cfg["protocol"] == "given" else counts_of(d)
             if not counts:
                 continue
-            cfg = split_config(params, sname, d)
             bad = fold_problems(counts, cfg)
             if not bad:
                 continue
@@ -348,7 +348,7 @@ def check_folds(params: Mapping) -> None:
                    else f"suites.{sname}.folds")
             fit = next((k for k in range(cfg["folds"] - 1, 1, -1) if not fold_problems(counts, {**cfg, "folds": k})),
                        None) if cfg["protocol"] == "kfold" else None
-            advice = (f"at most {fit} folds fit: set {key} to {fit} or fewer" if fit is not None
+            advice = (f"at most {fit} folds fit: set {key} to {fit}" if fit is not None
                       else f"change datasets.{d}.split or add images")
             problems.append(
                 f"suites.{sname}, dataset {d!r}: split protocol {cfg['protocol']!r} with {cfg['folds']} folds: "

@@ -126,7 +126,7 @@ def test_plan_refuses_more_folds_than_the_data_allows(repo_copy):
     assert proc.returncode != 0, out
     assert ("suites.many, dataset 'shapes': split protocol 'kfold' with 60 folds: folds 40..59: empty test part; "
             "the dataset has 400 images in 10 ranks, the fewest 40 (labels 1, 2, 3, 4, 5 ...), the most 40; "
-            "at most 40 folds fit: set suites.many.folds to 40 or fewer") in out
+            "at most 40 folds fit: set suites.many.folds to 40") in out
     assert not (repo_copy / "results").exists()
     assert _snakemake(repo_copy, "-n", "results/table1.csv").returncode == 0
 
