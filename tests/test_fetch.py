@@ -52,7 +52,7 @@ def test_download_bad_checksum_names_everything_and_keeps_nothing(tmp_path, www)
         download(f"{url}/lists.txt", dest, wrong)
     message = str(err.value)
     assert f"{url}/lists.txt" in message and str(dest) in message
-    assert f"expected sha256:{wrong} but got {sha(PAYLOAD)}" in message
+    assert f"expected {wrong}" in message and f"got {sha(PAYLOAD)}" in message
     assert not dest.exists() and list(dest.parent.iterdir()) == []   # no bad file, no temp file
 
 
@@ -70,8 +70,7 @@ def test_download_by_md5_prints_the_sha256_to_pin(tmp_path, www, capsys):
     download(f"{url}/lists.txt", tmp_path / "lists.txt", None, md5=hashlib.md5(PAYLOAD).hexdigest())
     err = capsys.readouterr().err
     assert "md5 only" in err and sha(PAYLOAD) in err
-    with pytest.raises(DataError, match=r"MD5 hash of downloaded file .* does not match the known hash: "
-                                        r"expected md5:0{32} but got " + hashlib.md5(PAYLOAD).hexdigest()):
+    with pytest.raises(DataError, match="md5 mismatch: expected 0{32}"):
         download(f"{url}/lists.txt", tmp_path / "again.txt", None, md5="0" * 32)
 
 

@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import stat
 import tarfile
@@ -124,8 +125,11 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None, md5: str | N
         log.info(f"downloading {url} -> {dest}")
         try:
             fetched = _fetch_url(url, work, dest.name, known_hash, timeout, retries)
-        except ValueError as exc:  # pooch's hash mismatch, which names the expected and the actual hash
-            raise DataError(f"{url}: {exc}; the download was discarded (not saved as {dest})") from None
+        except ValueError as exc:  # pooch's hash mismatch: "... expected <alg>:<hex> but got <hex>. ..."
+            found = re.search(r"expected (\w+):(\w+) but got (\w+)", str(exc))
+            problem = (f"{found[1]} mismatch: expected {found[2]}, got {found[3]}" if found
+                       else f"checksum mismatch ({exc})")
+            raise DataError(f"{url}: {problem}; the download was discarded (not saved as {dest})") from None
         digest = file_hash(fetched)
         with open(fetched, "rb") as f:
             os.fsync(f.fileno())
