@@ -109,6 +109,35 @@ def check_yaml_files(paths: Iterable[str | Path]) -> None:
             read_yaml(path)
 
 
+def check_configfiles(paths: Iterable[str | Path], workdir: str | Path = ".") -> None:
+    """Refuse a ``snakemake --configfile`` value that is no params file: a pipeline output (under
+    results/, data/ or logs/), a file that is not .yaml/.yml/.json, or one none of whose top-level
+    keys is a section of params.yaml. Such a value is almost always a target written after
+    ``--configfile`` (which takes several values), and the error says to put it first."""
+    sections = sorted(_schema()["properties"])
+    workdir = Path(workdir).resolve()
+    for path in map(Path, paths):
+        reasons = []
+        resolved = path.resolve()
+        top = resolved.relative_to(workdir).parts[0] if resolved.is_relative_to(workdir) else None
+        if top in ("results", "data", "logs"):
+            reasons.append(f"it is a file the pipeline writes (under {top}/)")
+        if path.suffix.lower() not in (".yaml", ".yml", ".json"):
+            reasons.append("it is not a .yaml, .yml or .json file")
+        try:
+            keys = list(load_yaml(path.read_text(encoding="utf-8")) or {})
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, TypeError):
+            keys = []
+        if not set(keys) & set(sections):
+            shown = ", ".join(map(str, keys[:6])) + (" ..." if len(keys) > 6 else "")
+            reasons.append(f"none of its keys ({shown or 'none'}) is a section of params.yaml ({', '.join(sections)})")
+        if reasons:
+            shown_path = resolved.relative_to(workdir) if top is not None else path
+            raise ConfigError(f"--configfile {shown_path}: not a params file: {'; '.join(reasons)}. A target written after "
+                              f"--configfile is read as one more config file: put the target before --configfile "
+                              f"(snakemake --cores all TARGET --configfile FILE)")
+
+
 def load_params(paths: Iterable[str | Path], overrides: Mapping | None = None) -> dict:
     """Read and merge the params files in order, apply ``overrides``, validate the result."""
     params: dict = {}
@@ -243,6 +272,102 @@ def check(params: Mapping) -> None:
         problems.append(f"suite: unknown suite {suite!r} (defined: {sorted(params.get('suites', {}))})")
     if problems:
         raise ConfigError("invalid parameters:\n  " + "\n  ".join(problems))
+
+
+def known_label_counts(params: Mapping, name: str) -> dict[int, int] | None:
+    """Images per label of a dataset where they are known before any job runs: a synthetic set's
+    ``per_rank`` of each rank, the labels of a user's CSV or of a fetched set's data/raw labels.csv
+    once it exists; else None. Rows whose label is not an integer are left out here (the prepare
+    job names them)."""
+    import csv as csv_module
+    from collections import Counter
+
+    ds = dataset_config(params, name)
+    if ds["kind"] == "synthetic":
+        return {label: ds["per_rank"] for label in range(ds["ranks"][0], ds["ranks"][1] + 1)}
+    labels_csv = Path(raw_source(params, name)[0])
+    if not labels_csv.is_file():
+        return None
+    with open(labels_csv, newline="", encoding="utf-8", errors="replace") as f:
+        reader = csv_module.DictReader(f)
+        column = next((c for c in reader.fieldnames or [] if c.strip() == "label"), None)
+        if column is None:
+            return None
+        labels = [(row.get(column) or "").strip() for row in reader]
+    return dict(Counter(int(v) for v in labels if v.lstrip("-").isdigit()))
+
+
+def _ranges(folds: list[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``0..2, 5``."""
+    out, start = [], folds[0]
+    for prev, cur in zip(folds, [*folds[1:], None]):
+        if cur != prev + 1:
+            out.append(f"{start}" if start == prev else f"{start}..{prev}")
+            start = cur
+    return ", ".join(out)
+
+
+def check_sources(params: Mapping) -> None:
+    """Refuse, when the workflow is planned, a bring-your-own (kind csv) dataset of a suite whose
+    labels CSV or image root does not exist, naming the key, the path and the suites that use it
+    (Snakemake would report a MissingInputException for the CSV, or every row's image as missing)."""
+    users: dict[str, list[str]] = {}
+    for sname, suite in params.get("suites", {}).items():
+        for d in suite_members(suite, "datasets", sname, params):
+            users.setdefault(dataset_config(params, d)["data"], []).append(sname)
+    problems = []
+    for d, suites in users.items():
+        ds = dataset_config(params, d)
+        if ds["kind"] != "csv":
+            continue
+        used = f"used by suite{'s' if len(set(suites)) > 1 else ''} {', '.join(dict.fromkeys(suites))}"
+        if not Path(ds["image_root"]).is_dir():
+            problems.append(f"datasets.{d}.image_root: {ds['image_root']} is not a folder ({used}); it is the folder "
+                            f"of your images, which the paths in {ds['csv']} are relative to: set it to where they are")
+        if not Path(ds["csv"]).is_file():
+            problems.append(f"datasets.{d}.csv: {ds['csv']} not found ({used}); it is your labels file, a CSV with "
+                            f"the header path,label: set it to where it is")
+    if problems:
+        raise ConfigError("missing files of your own datasets:\n  " + "\n  ".join(problems))
+
+
+def check_folds(params: Mapping) -> None:
+    """Refuse, when the workflow is planned, a suite whose split protocol cannot give a dataset's
+    folds a train, val and test part with the images it has (known_label_counts), naming the suite,
+    dataset, folds, the ranks with fewest images and the key to change; the split jobs would
+    otherwise fail one by one."""
+    from ordclip.data.splits import fold_problems
+
+    problems, counts_of = [], functools.lru_cache(maxsize=None)(lambda d: known_label_counts(params, d))
+    for sname, suite in params.get("suites", {}).items():
+        bases = dict.fromkeys(dataset_config(params, d)["data"] for d in suite_members(suite, "datasets", sname, params))
+        for d in bases:
+            cfg = split_config(params, sname, d)
+            counts = None if cfg["protocol"] == "given" else counts_of(d)
+            if not counts:
+                continue
+            bad = fold_problems(counts, cfg)
+            if not bad:
+                continue
+            reasons = {}
+            for fold, why in bad.items():
+                reasons.setdefault(why, []).append(fold)
+            fewest = min(counts.values())
+            labels = sorted(label for label, n in counts.items() if n == fewest)
+            key = (f"datasets.{d}.split.folds" if "folds" in dataset_config(params, d)["split"]
+                   else f"suites.{sname}.folds")
+            fit = next((k for k in range(cfg["folds"] - 1, 1, -1) if not fold_problems(counts, {**cfg, "folds": k})),
+                       None) if cfg["protocol"] == "kfold" else None
+            advice = (f"at most {fit} folds fit: set {key} to {fit}" if fit is not None
+                      else f"change datasets.{d}.split or add images")
+            problems.append(
+                f"suites.{sname}, dataset {d!r}: split protocol {cfg['protocol']!r} with {cfg['folds']} folds: "
+                + "; ".join(f"fold{'s' if len(f) > 1 else ''} {_ranges(f)}: {why}" for why, f in reasons.items())
+                + f"; the dataset has {sum(counts.values())} images in {len(counts)} ranks, the fewest {fewest} "
+                f"(label{'s' if len(labels) > 1 else ''} {', '.join(map(str, labels[:5]))}"
+                f"{' ...' if len(labels) > 5 else ''}), the most {max(counts.values())}; {advice}")
+    if problems:
+        raise ConfigError("folds the data cannot fill:\n  " + "\n  ".join(problems))
 
 
 def untrained_head_errors(method: Mapping) -> list[str]:

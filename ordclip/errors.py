@@ -15,6 +15,10 @@ class DataError(OrdclipError):
     """A missing or malformed dataset file, row or image."""
 
 
+class DiskFullError(OrdclipError):
+    """The disk filled while an output was written: names the file, the space it needs and what was kept."""
+
+
 class Preempted(Exception):
     """Training stopped on a signal (SLURM preemption or time limit) after saving its checkpoint.
 

@@ -15,14 +15,16 @@ taken waits, saying so once a minute.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from ordclip.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 RUNS_PER_GPU_VAR = "ORDCLIP_RUNS_PER_GPU"
 _held: list = []  # open lock files of this process: closing one (at exit) frees its slot
@@ -116,15 +118,14 @@ def claim_gpu(what: str, env: dict | None = None, folder: Path | None = None, wa
         gpu = try_claim(gpus, per_gpu, folder, owner)
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = gpu
-            print(f"ordclip: {what}: GPU {gpu} (slot lock in {folder})", file=sys.stderr, flush=True)
+            log.info(f"{what}: GPU {gpu} (slot lock in {folder})")
             return gpu
         now = time.time()
         if wait_s is not None and now - start >= wait_s:
             raise TimeoutError(f"no free GPU slot among GPUs {','.join(gpus)} x {per_gpu} after {wait_s:.0f} s")
         if last_note is None or now - last_note >= 60:
-            print(f"ordclip: {what}: all {len(gpus) * per_gpu} GPU slots are taken ({holders(folder)}); waiting. "
-                  f"Snakemake's --resources gpu=N should not exceed the GPUs x {RUNS_PER_GPU_VAR}",
-                  file=sys.stderr, flush=True)
+            log.info(f"{what}: all {len(gpus) * per_gpu} GPU slots are taken ({holders(folder)}); waiting. "
+                     f"Snakemake's --resources gpu=N should not exceed the GPUs x {RUNS_PER_GPU_VAR}")
             last_note = now
         time.sleep(2)
 

@@ -5,18 +5,21 @@ then renamed; checked files carry a record of their size and sha256 for the jobs
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
-import sys
 import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ordclip.errors import DataError
+from ordclip.errors import DataError, DiskFullError
+
+log = logging.getLogger(__name__)
 
 
 def _fsync(path: Path) -> None:
@@ -58,8 +61,46 @@ def clean_temporaries(path: str | os.PathLike, is_dir: bool = False) -> list[Pat
             shutil.rmtree(p, ignore_errors=True)
         else:
             p.unlink(missing_ok=True)
-        print(f"ordclip: removed {p}, left by an interrupted write of {path}", file=sys.stderr)
+        log.info(f"removed {p}, left by an interrupted write of {path}")
     return stale
+
+
+def _size(path: Path) -> int:
+    """Bytes of a file, or of every file under a folder (0 if absent)."""
+    if path.is_dir() and not path.is_symlink():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+    return path.stat().st_size if path.is_file() else 0
+
+
+# Below this many free bytes, a failed write counts as a full disk even without ENOSPC: numpy's
+# tofile reports a short write ("N requested and M written") and torch.save a stream error instead.
+FULL_BELOW = 1 << 20
+
+
+def _disk_full(exc: BaseException, folder: Path) -> bool:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if isinstance(exc, (OSError, RuntimeError)):
+        try:
+            return shutil.disk_usage(folder).free < FULL_BELOW
+        except OSError:
+            return False
+    return False
+
+
+def disk_full_error(path: Path, written: int, exc: BaseException | None = None) -> DiskFullError:
+    """The error of an atomic write of ``path`` that ran out of space after ``written`` bytes of its
+    temporary (already removed): the file, the space it needs, the space left and what was kept."""
+    free = shutil.disk_usage(path.parent).free
+    previous = _size(path)
+    kept = (f"the previous {path.name} ({previous:,} bytes) is kept unchanged" if path.exists()
+            else f"no earlier {path.name} existed")
+    hint = f", about the previous file's {previous:,}" if previous > written else ""
+    cause = "" if exc is None or (isinstance(exc, OSError) and exc.errno) else f" ({type(exc).__name__}: {exc})"
+    return DiskFullError(f"{path}: the disk is full{cause}; it filled after {written:,} bytes of the new file, so "
+                         f"writing it needs more than {written:,} bytes free{hint}; {free:,} bytes are free on "
+                         f"{path.parent} now (the partial temporary was removed); {kept}; "
+                         f"free space there and run the job again")
 
 
 @contextlib.contextmanager
@@ -69,16 +110,22 @@ def atomic_path(path: str | os.PathLike, is_dir: bool = False, checked: bool = F
     Before the rename the file (every file of a folder) and its folder are flushed to disk, so a
     crash or power loss leaves either the old or the new complete file, never a partial one.
     Temporaries left by an earlier, killed writer of ``path`` are removed first. ``checked``: also
-    write the size and sha256 record that verified_input() checks (see checksum_path)."""
+    write the size and sha256 record that verified_input() checks (see checksum_path). A full disk
+    (ENOSPC) raises DiskFullError naming the file and the space it needs; the earlier file stays."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_temporaries(path, is_dir)
-    if is_dir:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    else:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-        os.close(fd)
-        tmp = Path(name)
+    try:
+        if is_dir:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        else:
+            fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+            os.close(fd)
+            tmp = Path(name)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise disk_full_error(path, 0) from None
+        raise
     try:
         yield tmp
         umask = os.umask(0)
@@ -94,11 +141,14 @@ def atomic_path(path: str | os.PathLike, is_dir: bool = False, checked: bool = F
             shutil.rmtree(path)
         os.replace(tmp, path)
         _fsync(path.parent)
-    except BaseException:
+    except BaseException as exc:
+        written, full = _size(tmp), _disk_full(exc, path.parent)
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
+        if full:
+            raise disk_full_error(path, written, exc) from None
         raise
 
 
@@ -172,11 +222,15 @@ def write_checksum(path: str | os.PathLike, content: str | os.PathLike | None = 
     record = {"file": Path(path).name, "bytes": content.stat().st_size, "sha256": sha256_file(content)}
     record_path = checksum_path(path)
     fd, name = tempfile.mkstemp(prefix=f"{record_path.name}.", dir=record_path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(name, record_path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(name, record_path)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
 
 
 def verified_input(path: str | os.PathLike, rule: str) -> Path:

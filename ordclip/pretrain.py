@@ -19,6 +19,7 @@ data/weights/, read by every later rule as any other backbone's weights.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from pathlib import Path
@@ -35,6 +36,25 @@ from ordclip.io import atomic_path, save_torch, write_text
 from ordclip.models.backbone import create_backbone, encode_token_embeddings, tokenizer
 
 MAX_LOGIT_SCALE = math.log(100.0)
+LOG_EVERY = 25  # steps between two entries of log.jsonl and two progress lines
+
+log_ = logging.getLogger(__name__)
+
+
+def _clock(seconds: float) -> str:
+    """1h02m03s / 4m05s / 6s (as training's progress lines)."""
+    s = int(round(seconds))
+    h, m, s = s // 3600, s % 3600 // 60, s % 60
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def progress_line(name: str, entry: dict, steps: int, batch_size: int) -> str:
+    """One progress line of a pretraining: step, loss, temperature, lr, images per second, time
+    elapsed and the estimated time left (from the pace so far)."""
+    done, seconds = entry["step"] + 1, entry["seconds"]
+    eta = _clock(seconds / done * (steps - done)) if seconds > 0 else "?"
+    return (f"pretrain {name} step {done}/{steps} loss {entry['loss']:.4f} temperature {entry['temperature']:.4f} "
+            f"lr {entry['lr']:.2e} {done * batch_size / max(seconds, 1e-9):.0f} img/s elapsed {_clock(seconds)} eta {eta}")
 
 
 def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor,
@@ -113,9 +133,12 @@ def train_contrastive(model: nn.Module, corpus: Corpus, bb: dict, cfg: dict,
         opt.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
-        if log is not None and (step % 25 == 0 or step == cfg["steps"] - 1):
-            log.append({"step": step, "loss": loss.item(), "temperature": 1 / model.logit_scale.exp().item(),
-                        "lr": lr_at(step, cfg), "seconds": round(time.perf_counter() - start, 2)})
+        if step % LOG_EVERY == 0 or step == cfg["steps"] - 1:
+            entry = {"step": step, "loss": loss.item(), "temperature": 1 / model.logit_scale.exp().item(),
+                     "lr": lr_at(step, cfg), "seconds": round(time.perf_counter() - start, 2)}
+            log_.info(progress_line(bb["name"], entry, cfg["steps"], cfg["batch_size"]))
+            if log is not None:
+                log.append(entry)
     return model.eval()
 
 
@@ -183,8 +206,12 @@ def pretrain(job: dict) -> None:
     t0 = time.perf_counter()
     torch.manual_seed(cfg["init_seed"])
     model = create_backbone(bb, None)  # the seeded random initialisation, as `init_seed` backbones
+    log_.info(f"pretrain {bb['name']}: from the random initialisation of seed {cfg['init_seed']}; generating the "
+              f"corpus ({cfg['corpus']})")
     corpus = generate_corpus(cfg["corpus"], bb["resize"])
     t_corpus = time.perf_counter() - t0
+    log_.info(f"pretrain {bb['name']}: corpus of {len(corpus.images)} images in {_clock(t_corpus)}; "
+              f"{cfg['steps']} steps of {cfg['batch_size']} pairs")
     log: list[dict] = []
     train_contrastive(model, corpus, bb, cfg, log)
     name = bb["name"]

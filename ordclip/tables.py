@@ -252,7 +252,9 @@ COLUMNS = {"mae": ("MAE", 1, 2), "acc": ("Acc (%)", 100, 2), "one_off_acc": ("1-
 def markdown(df: pd.DataFrame, methods: list[str], datasets: list[str], metrics: list[str] | None = None,
              suites: dict[str, str] | None = None) -> str:
     """The papers' wide layout: methods as rows; per dataset (and, for a table over several
-    ``suites`` {suite: backbone}, per suite) its ``metrics`` (default MAE and Acc %) as mean ± std."""
+    ``suites`` {suite: backbone}, per suite) its ``metrics`` (default MAE and Acc %) as mean ± std.
+    Written row by row rather than by DataFrame.to_markdown: tabulate pads every column to its widest
+    cell, so one wider value would rewrite every line of a table kept in git (it renders the same)."""
     metrics = metrics or ["mae", "acc"]
     many = suites is not None and len(suites) > 1
     columns = [(d, s) for d in datasets for s in (suites if many else [None])]

@@ -78,6 +78,11 @@ def test_paper_suite_sbatch_jobs(tmp_path):
         method = re.search(r"method=(\w+)", job["wildcards"]).group(1)
         gpu = re.search(r"\bgpu=(\d+)", res).group(1)
         assert gpu == ("0" if method in ("zeroshot", "linear_probe") else "1"), job
+    # SLURM job arrays (--slurm-array-jobs) stay off: the plugin (2.8) submits an array with its first
+    # job's resources, and one rule's train jobs differ (README, "Running on SLURM")
+    train = {re.sub(r"\b(tmpdir|slurm_account)=\S+", "", j["resources"]) for j in jobs if j["rule"] == "train"}
+    assert len(train) > 1
+    assert "slurm-array-jobs" not in (ROOT / "profiles/slurm/profile.yaml").read_text()
 
 
 class _Job:

@@ -129,3 +129,24 @@ def test_table_specs_expand_variants_and_take_cells_from_their_suites():
     with pytest.raises(ConfigError, match="'fading' is not in this suite"):
         run_config(deep_merge(mine, {"suites": {"demo": {"tables": {"study": {"suites": ["demo"]}}}}}),
                    "mine", "fading", "coop")
+
+
+def test_config_readme_describes_every_section_of_params_yaml():
+    """config/README.md (the workflow catalog's configuration page) has a row per top-level section
+    of the schema, and .snakemake-workflow-catalog.yml states a deployment method and the report."""
+    import yaml as pyyaml
+
+    readme = (ROOT / "config/README.md").read_text()
+    schema = pyyaml.safe_load((ROOT / "workflow/schemas/params.schema.yaml").read_text())
+    assert [s for s in schema["properties"] if f"| `{s}` |" not in readme] == []
+    catalog = pyyaml.safe_load((ROOT / ".snakemake-workflow-catalog.yml").read_text())["usage"]
+    assert any(catalog["software-stack-deployment"].values()) and catalog["report"] is True
+
+
+def test_rule_inputs_are_named_functions():
+    """No rule's input is a lambda: input functions live in workflow/rules/common.smk, by name."""
+    import re
+
+    for smk in sorted((ROOT / "workflow/rules").glob("*.smk")):
+        blocks = re.findall(r"^    input:\n((?:        .*\n)+)", smk.read_text(), flags=re.M)
+        assert not [b for b in blocks if "lambda" in b], smk.name

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from ordclip.data.prepare import prepare, read_labels
-from ordclip.data.splits import read_split, stratified, write_split
+from ordclip.data.splits import kfold, read_split, stratified, write_split
 from ordclip.data.synthetic import GENERATORS, generate
 from ordclip.errors import DataError
 
@@ -199,3 +199,24 @@ def test_paper_cache_resizes_as_the_official_torchvision_resize(tmp_path):
     with pytest.raises(ConfigError, match=r"backbones: bilinear \(vitb16_openai, vitb32_openai, vitl14_openai\); "
                                           r"bicubic \(rn50_openai\) all cache images at resize 256"):
         check(params)
+
+
+def test_scikit_learns_stratified_splitters_cannot_give_todays_folds():
+    """Why kfold and stratified are not StratifiedKFold / StratifiedShuffleSplit: even the number of
+    test images per rank differs (sklearn deals a rank's images round-robin over the folds in label
+    order, and rounds with _approximate_mode), before any random draw, so no seed reproduces the
+    published folds of our results."""
+    from sklearn.model_selection import StratifiedKFold, StratifiedShuffleSplit
+
+    ranks = np.repeat(np.arange(3), [41, 41, 42])
+    ours = [[int(((kfold(ranks, k, 0, {"folds": 5, "val": 0.0}) == "test") & (ranks == r)).sum()) for r in range(3)]
+            for k in range(5)]
+    for seed in range(5):
+        theirs = [[int((ranks[test] == r).sum()) for r in range(3)]
+                  for _, test in StratifiedKFold(5, shuffle=True, random_state=seed).split(ranks, ranks)]
+        assert sorted(theirs) != sorted(ours)
+    ranks = np.repeat(np.arange(3), [7, 9, 10])
+    split = stratified(ranks, 0, 0, {"train": 0.6, "val": 0.15, "test": 0.25})
+    ours = [int(((split == "test") & (ranks == r)).sum()) for r in range(3)]
+    _, test = next(StratifiedShuffleSplit(1, test_size=0.25, random_state=0).split(ranks, ranks))
+    assert ours == [2, 2, 2] and [int((ranks[test] == r).sum()) for r in range(3)] != ours

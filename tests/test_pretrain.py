@@ -196,3 +196,21 @@ def test_the_demo_plans_pretraining_once_and_the_random_ablation_none(repo_copy)
     assert demo["pretrain"] == "1" and "backbone" not in demo
     ablation = plan("results/demo_random/table1.csv")
     assert ablation["backbone"] == "1" and "pretrain" not in ablation
+
+
+def test_pretrain_prints_progress_and_not_open_clips_random_init_warning(in_tmp, capfd):
+    """The job's log (stderr) has a line per 25 steps with loss, img/s and eta, as training's, and
+    not open_clip's "No pretrained weights loaded ... initialized randomly" (the init is ours)."""
+    from ordclip.cli import main
+
+    (in_tmp / "small.yaml").write_text(SMALL)
+    args = ["--params", str(ROOT / "params.yaml"), "--params", str(in_tmp / "small.yaml")]
+    assert main(["pretrain", *args, "--backbone", "tiny_pretrained"]) == 0
+    err = capfd.readouterr().err
+    steps = load_params([ROOT / "params.yaml", in_tmp / "small.yaml"], {})["backbones"]["tiny_pretrained"][
+        "weights"]["pretrain"]["steps"]
+    lines = [line for line in err.splitlines() if line.startswith("ordclip: pretrain tiny_pretrained step ")]
+    assert len(lines) == len({s for s in range(steps) if s % 25 == 0 or s == steps - 1}), err
+    assert re.fullmatch(rf"ordclip: pretrain tiny_pretrained step {steps}/{steps} loss \d+\.\d{{4}} temperature "
+                        r"\d+\.\d{4} lr \S+ \d+ img/s elapsed \S+ eta \S+", lines[-1]), lines[-1]
+    assert "No pretrained weights loaded" not in err and "initialized randomly" not in err

@@ -14,10 +14,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import os
+import re
 import shutil
 import stat
-import sys
 import tarfile
 import urllib.error
 import urllib.request
@@ -27,6 +28,8 @@ from typing import Callable, Iterable
 
 from ordclip import layout
 from ordclip.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -62,19 +65,27 @@ def verify(path: str | os.PathLike, sha256: str | None = None, md5: str | None =
 DOWNLOAD_RETRIES = 2
 
 
-def _fetch_url(url: str, work: Path, name: str, timeout: float, retries: int) -> Path:
-    """Download ``url`` into the folder ``work`` as ``name`` (not verified here); return its path.
-    http(s) goes through pooch: retries with back-off, a progress bar, and the bytes land in a
-    temporary file moved onto the name only when complete. file:// URLs are copied."""
+def _fetch_url(url: str, work: Path, name: str, known_hash: str, timeout: float, retries: int) -> Path:
+    """Download ``url`` into the folder ``work`` as ``name`` and check it against ``known_hash``
+    (pooch's form: ``sha256:<hex>`` or ``md5:<hex>``); return its path. http(s) goes through pooch:
+    retries with back-off, a progress bar, its own hash check, and the bytes land in a temporary
+    file moved onto the name only when complete and matching. file:// URLs are copied, then hashed
+    with pooch.file_hash."""
+    import pooch
+
+    algorithm, expected = known_hash.split(":")
     try:
         if url.startswith("file://"):
             with urllib.request.urlopen(url, timeout=timeout) as response, open(work / name, "wb") as out:
                 shutil.copyfileobj(response, out, 1 << 20)
+            got = pooch.file_hash(str(work / name), alg=algorithm)
+            if got != expected:
+                raise ValueError(f"{algorithm.upper()} hash of downloaded file ({url}) does not match the known hash: "
+                                 f"expected {known_hash} but got {got}")
         else:
-            import pooch
             import requests
 
-            fetcher = pooch.create(path=work, base_url="", registry={name: None}, urls={name: url},
+            fetcher = pooch.create(path=work, base_url="", registry={name: known_hash}, urls={name: url},
                                    retry_if_failed=retries)
             try:
                 fetcher.fetch(name, downloader=pooch.HTTPDownloader(progressbar=True, timeout=timeout))
@@ -90,11 +101,12 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None, md5: str | N
     """Download ``url`` to ``dest`` and verify it; return the file's sha256.
 
     A ``dest`` that already verifies is reused without any network access; one that does not is
-    removed and downloaded again. The download (pooch, with ``retries`` and a progress bar) goes to
-    the work folder ``.<name>.download`` beside ``dest`` and is verified there before it is renamed
-    onto ``dest``, so a failed or mismatching download leaves nothing at ``dest``; the work folder
-    is removed afterwards, and at the next start if a kill left it. ``md5`` is for files whose
-    publisher gives only an MD5: the sha256 is then printed, to be pinned."""
+    removed and downloaded again. The download (pooch, with ``retries``, a progress bar and its
+    ``known_hash`` check: the sha256, else the md5) goes to the work folder ``.<name>.download``
+    beside ``dest`` and is renamed onto ``dest`` only once it matches, so a failed or mismatching
+    download leaves nothing at ``dest``; the work folder is removed afterwards, and at the next
+    start if a kill left it. ``md5`` is for files whose publisher gives only an MD5: the sha256 is
+    then printed, to be pinned."""
     if sha256 is None and md5 is None:
         raise ConfigError(f"{url}: no checksum given; a download needs a sha256 (or at least an md5)")
     dest = Path(dest)
@@ -103,17 +115,22 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None, md5: str | N
         if problem is None:
             _warn_md5_only(url, sha256, digest)
             return digest
-        print(f"ordclip: {dest}: {problem}; downloading it again", file=sys.stderr)
+        log.info(f"{dest}: {problem}; downloading it again")
         dest.unlink()
     work = dest.parent / f".{dest.name}.download"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
+    known_hash = f"sha256:{sha256.lower()}" if sha256 is not None else f"md5:{md5.lower()}"
     try:
-        print(f"ordclip: downloading {url} -> {dest}", file=sys.stderr)
-        fetched = _fetch_url(url, work, dest.name, timeout, retries)
-        digest, problem = _mismatch(fetched, sha256, md5)
-        if problem:
-            raise DataError(f"{url}: {problem}; the download was discarded (not saved as {dest})")
+        log.info(f"downloading {url} -> {dest}")
+        try:
+            fetched = _fetch_url(url, work, dest.name, known_hash, timeout, retries)
+        except ValueError as exc:  # pooch's hash mismatch: "... expected <alg>:<hex> but got <hex>. ..."
+            found = re.search(r"expected (\w+):(\w+) but got (\w+)", str(exc))
+            problem = (f"{found[1]} mismatch: expected {found[2]}, got {found[3]}" if found
+                       else f"checksum mismatch ({exc})")
+            raise DataError(f"{url}: {problem}; the download was discarded (not saved as {dest})") from None
+        digest = file_hash(fetched)
         with open(fetched, "rb") as f:
             os.fsync(f.fileno())
         os.replace(fetched, dest)
@@ -125,8 +142,7 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None, md5: str | N
 
 def _warn_md5_only(url: str, sha256: str | None, digest: str) -> None:
     if sha256 is None:
-        print(f"ordclip: WARNING: {url} is verified by its md5 only; its sha256 is {digest}: "
-              f"pin it as sha256 in params.yaml", file=sys.stderr)
+        log.warning(f"{url} is verified by its md5 only; its sha256 is {digest}: pin it as sha256 in params.yaml")
 
 
 def placed(path: str | os.PathLike, dataset: str, what: str, request: str) -> DataError:

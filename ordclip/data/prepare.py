@@ -15,9 +15,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import logging
 import posixpath
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,8 @@ from PIL import Image, UnidentifiedImageError
 
 from ordclip.errors import ConfigError, DataError
 from ordclip.io import atomic_path
+
+log = logging.getLogger(__name__)
 
 DUPLICATES = ("error", "drop")
 SPLIT_COLUMN = re.compile(r"^split(0|[1-9][0-9]*)$")
@@ -87,8 +89,7 @@ def drop_duplicates(rows: list[dict], columns: list[str], labels_csv: Path, dupl
                             f"the dataset's duplicates: drop to keep the first of identical rows")
         dropped += 1
     if dropped:
-        print(f"ordclip: {labels_csv}: dropped {dropped} repeated row(s) (duplicates: drop); {len(kept)} images",
-              file=sys.stderr)
+        log.info(f"{labels_csv}: dropped {dropped} repeated row(s) (duplicates: drop); {len(kept)} images")
     return kept
 
 
@@ -106,20 +107,56 @@ def report_identical(rows: list[dict], image_root: Path, labels_csv: Path) -> li
             seen[digest] = row
     if pairs:
         shown = "; ".join(f"lines {a['line']} ({a['path']}) and {b['line']} ({b['path']})" for a, b in pairs[:5])
-        print(f"ordclip: WARNING: {labels_csv}: {len(pairs)} image(s) are byte-identical to another listed under a "
-              f"different path: {shown}{' ...' if len(pairs) > 5 else ''}", file=sys.stderr)
+        log.warning(f"{labels_csv}: {len(pairs)} image(s) are byte-identical to another listed under a "
+                    f"different path: {shown}{' ...' if len(pairs) > 5 else ''}")
     return pairs
+
+
+# Bad rows a labels CSV's error lists (all are counted).
+MAX_BAD_ROWS = 20
+
+
+def bad_rows_error(labels_csv: Path, bad: list[str], what: str = "bad row") -> DataError:
+    """One error for every bad row of ``labels_csv`` (``bad``: 'line N: what is wrong'), the first
+    MAX_BAD_ROWS listed, all counted."""
+    shown = "\n  ".join(bad[:MAX_BAD_ROWS])
+    more = f"\n  ... and {len(bad) - MAX_BAD_ROWS} more" if len(bad) > MAX_BAD_ROWS else ""
+    if len(bad) == 1:
+        return DataError(f"{labels_csv} {bad[0]}")
+    return DataError(f"{labels_csv}: {len(bad)} {what}s; fix them all and rerun:\n  {shown}{more}")
+
+
+def _label_row(row: dict, fields: list[str], extra: list[str], image_root: Path, where: str) -> dict:
+    """``{path, label, <protocol columns>}`` of one CSV row; a DataError (prefixed ``where``) names what is wrong."""
+    if None in row:
+        raise DataError(f"{where}: {len(fields) + len(row[None])} fields for {len(fields)} columns")
+    path, label = (row["path"] or "").strip(), (row["label"] or "").strip()
+    try:
+        value = int(label)
+    except ValueError:
+        raise DataError(f"{where}: label {label!r} is not an integer") from None
+    if not path:
+        raise DataError(f"{where}: empty path")
+    if not (image_root / path).is_file():
+        raise DataError(f"{where}: image {image_root / path} not found")
+    out = {"path": path, "label": value}
+    for column in extra:
+        out[column] = _check_protocol_value(column, (row[column] or "").strip(), where)
+    return out
 
 
 def read_label_table(labels_csv: str | Path, image_root: str | Path,
                      duplicates: str = "error") -> tuple[list[dict], list[str]]:
     """Rows ``{path, label, line, <protocol columns>}`` of a labels CSV and its protocol columns.
 
-    Every bad row fails with its line number in the file and what is wrong; an image listed twice
+    Bad rows fail together, each with its line number in the file and what is wrong (the first
+    MAX_BAD_ROWS listed, all counted); an image listed twice
     fails naming both lines, or (``duplicates='drop'``) its identical repeats are dropped."""
     labels_csv, image_root = Path(labels_csv), Path(image_root)
     if not labels_csv.is_file():
         raise DataError(f"{labels_csv}: labels file not found")
+    if not image_root.is_dir():
+        raise DataError(f"{image_root}: image root not found (the folder the paths of {labels_csv} are relative to)")
     if duplicates not in DUPLICATES:
         raise DataError(f"{labels_csv}: duplicates {duplicates!r} is not one of {DUPLICATES}")
     rows: list[dict] = []
@@ -130,24 +167,15 @@ def read_label_table(labels_csv: str | Path, image_root: str | Path,
     if missing:
         raise DataError(f"{labels_csv}: missing column(s) {sorted(missing)}; expected a header 'path,label'")
     extra = protocol_columns(fields)
+    bad: list[str] = []
     for row in reader:
         line = reader.line_num
-        where = f"{labels_csv} line {line}"
-        if None in row:
-            raise DataError(f"{where}: {len(fields) + len(row[None])} fields for {len(fields)} columns")
-        path, label = (row["path"] or "").strip(), (row["label"] or "").strip()
         try:
-            value = int(label)
-        except ValueError:
-            raise DataError(f"{where}: label {label!r} is not an integer") from None
-        if not path:
-            raise DataError(f"{where}: empty path")
-        if not (image_root / path).is_file():
-            raise DataError(f"{where}: image {image_root / path} not found")
-        out = {"path": path, "label": value, "line": line}
-        for column in extra:
-            out[column] = _check_protocol_value(column, (row[column] or "").strip(), where)
-        rows.append(out)
+            rows.append(_label_row(row, fields, extra, image_root, f"line {line}") | {"line": line})
+        except DataError as exc:
+            bad.append(str(exc))
+    if bad:
+        raise bad_rows_error(labels_csv, bad)
     if not rows:
         raise DataError(f"{labels_csv}: no rows")
     return drop_duplicates(rows, extra, labels_csv, duplicates), extra
@@ -164,7 +192,11 @@ def rank_range(labels: list[int], ranks: list[int] | None, where: str) -> tuple[
     lo, hi = (min(labels), max(labels)) if ranks is None else ranks
     bad = [v for v in labels if not lo <= v <= hi]
     if bad:
-        raise DataError(f"{where}: label {bad[0]} is outside the ranks {lo}..{hi}")
+        values = sorted(set(bad))
+        if len(bad) == 1:
+            raise DataError(f"{where}: label {bad[0]} is outside the ranks {lo}..{hi}")
+        raise DataError(f"{where}: {len(bad)} label(s) outside the ranks {lo}..{hi}: "
+                        f"{', '.join(map(str, values[:MAX_BAD_ROWS]))}{' ...' if len(values) > MAX_BAD_ROWS else ''}")
     return lo, hi
 
 
@@ -188,16 +220,19 @@ def prepare(labels_csv: str | Path, image_root: str | Path, px: int, ranks: list
         # written in place in the .npy file (the same bytes np.save writes): memory stays at one
         # chunk of images whatever the dataset's size
         images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(rows), px, px, 3))
+        undecodable = []
         for i, row in enumerate(rows):
             try:
                 with Image.open(Path(image_root) / row["path"]) as img:
                     images[i] = np.asarray(img.convert("RGB").resize((px, px), INTERPOLATIONS[interpolation]))
             except (UnidentifiedImageError, OSError) as exc:
-                raise DataError(f"{labels_csv} line {row['line']}: cannot decode image {row['path']}: {exc}") from None
+                undecodable.append(f"line {row['line']}: cannot decode image {row['path']}: {exc}")
             if (i + 1) % FLUSH_ROWS == 0:
                 images.flush()  # bound the dirty pages the kernel holds
         images.flush()
         del images
+        if undecodable:
+            raise bad_rows_error(Path(labels_csv), undecodable, "undecodable image")
     with atomic_path(out_index) as tmp:
         with open(tmp, "w", newline="") as f:
             writer = csv.writer(f)

@@ -226,6 +226,38 @@ def check_usable(split: np.ndarray, index: dict[str, np.ndarray], fold: int, cfg
                     f"change datasets.<name>.split")
 
 
+def fold_problems(counts: dict[int, int], cfg: dict) -> dict[int, str]:
+    """The folds of protocol ``cfg`` (with its ``folds`` and ``seed``) that check_usable would
+    refuse on a dataset with ``counts[label]`` images per label, each with the reason, found
+    without the images: a rank's part sizes depend on its number of images only. Empty for 'given'
+    (its folds come from the dataset's own columns)."""
+    if cfg["protocol"] == "given" or not counts:
+        return {}
+    by_size: dict[int, list[int]] = {}
+    for label, n in counts.items():
+        by_size.setdefault(n, []).append(label)
+    problems = {}
+    for fold in range(cfg["folds"]):
+        totals, ranks_in_train, short = {"train": 0, "val": 0, "test": 0}, 0, []
+        for n, labels in by_size.items():
+            try:
+                split = PROTOCOLS[cfg["protocol"]]({"rank": np.zeros(n, dtype=np.int64)}, fold, cfg["seed"], cfg)
+            except DataError as exc:
+                short.append(f"label {min(labels)} has {n} images, too few ({str(exc).split('; ', 1)[-1]})")
+                continue
+            for part in totals:
+                totals[part] += int((split == part).sum()) * len(labels)
+            ranks_in_train += len(labels) if (split == "train").any() else 0
+        empty = [part for part, total in totals.items() if total == 0]
+        if short:
+            problems[fold] = short[0]
+        elif empty:
+            problems[fold] = f"empty {' and '.join(empty)} part{'s' if len(empty) > 1 else ''}"
+        elif ranks_in_train < 2:
+            problems[fold] = f"only {ranks_in_train} rank in its train part (ordinal regression needs at least 2)"
+    return problems
+
+
 def write_split(index_csv: str | Path, fold: int, cfg: dict, out: str | Path) -> None:
     """Write ``index,split`` for every image the fold uses."""
     index = read_index(index_csv)

@@ -3,6 +3,7 @@ token embeddings (what prompt learners need)."""
 
 from __future__ import annotations
 
+import logging
 import pickle
 import struct
 from pathlib import Path
@@ -40,10 +41,21 @@ def create_backbone(cfg: dict, weights: str | Path | None) -> nn.Module:
         raise ConfigError(f"backbones.{cfg['name']}.model: unknown open_clip model {cfg['model']!r}")
     if weights is not None and not Path(weights).is_file():
         raise ConfigError(f"backbones.{cfg['name']}: weights file {weights} not found")
-    model = open_clip.create_model(
-        cfg["model"], pretrained=str(weights) if weights is not None else None, weights_only=True
-    )
+    root = logging.getLogger()
+    if weights is None:  # our seeded initialisation, deliberately random: open_clip's warning would mislead
+        root.addFilter(_no_pretrained_warning)
+    try:
+        model = open_clip.create_model(
+            cfg["model"], pretrained=str(weights) if weights is not None else None, weights_only=True
+        )
+    finally:
+        root.removeFilter(_no_pretrained_warning)
     return model.float().eval()
+
+
+def _no_pretrained_warning(record: logging.LogRecord) -> bool:
+    """Drop open_clip's "No pretrained weights loaded ... initialized randomly" record."""
+    return not record.getMessage().startswith("No pretrained weights loaded")
 
 
 def init_weights(cfg: dict, out: str | Path) -> None:

@@ -1,5 +1,6 @@
 # Shared helpers: parameter validation, the CLI's --params arguments, targets and job resources.
 import functools
+import sys
 
 from snakemake.exceptions import WorkflowError
 
@@ -7,6 +8,9 @@ from ordclip import layout as L
 from ordclip.config import (
     backbone_config,
     check,
+    check_configfiles,
+    check_folds,
+    check_sources,
     dataset_config,
     n_folds,
     raw_source,
@@ -19,15 +23,22 @@ from ordclip.data.registry import DATASET_KINDS
 from ordclip.errors import ConfigError
 from ordclip.jobs import KEYS, code_hash, job_config, job_json
 from ordclip.methods import METHODS
+from ordclip.otherrun import other_run_message
 from ordclip.repair import repair_count
 
-try:  # workflow/schemas/params.schema.yaml, then the cross-checks; errors name the key path
+try:  # --configfile values, workflow/schemas/params.schema.yaml, cross-checks, the user's files, the folds
+    check_configfiles(workflow.overwrite_configfiles)
     validate_schema(config)
     check(config)
+    check_sources(config)
+    check_folds(config)
 except ConfigError as exc:
     raise WorkflowError(str(exc))
 
 SUITE = config["suite"]
+
+if workflow.is_main_process and (other_run := other_run_message()):
+    print(other_run, file=sys.stderr)
 
 # At SLURM preemption or time limit every process of a job gets SIGTERM. Without a trap, the job
 # shell dies at once and Snakemake ends the job step while training still writes its checkpoint;
@@ -124,6 +135,30 @@ def train_inputs(wc):
     if trains_on(wc.suite, wc.dataset, wc.method) == "features":
         inputs["features"] = L.features(wc.suite, data_of(wc.dataset))
     return inputs
+
+
+def embed_inputs(wc):
+    """The image cache and index of the dataset at the suite backbone's size, and its weights."""
+    bb = suite_backbone(wc.suite)
+    return {
+        "images": L.prepared_images(wc.dataset, bb["resize"]),
+        "index": L.prepared_index(wc.dataset, bb["resize"]),
+        "weights": L.backbone_weights(bb["name"]),
+    }
+
+
+def cell_inputs(wc):
+    """The recorded files of every fold's run of a (suite, dataset, method) cell."""
+    return [
+        L.run_file(wc.suite, wc.dataset, wc.method, k, name)
+        for k in range(n_folds(config, wc.suite, wc.dataset))
+        for name in ("metrics.json", "predictions.csv", "log.jsonl", "outputs.npz")
+    ]
+
+
+def table_inputs(wc):
+    """The cell files of results/<suite>/<name>.csv (table_cells)."""
+    return table_cells(wc.suite, wc.name)
 
 
 def train_gpu(wc):

@@ -3,9 +3,7 @@
 
 rule embed:
     input:
-        images=lambda wc: L.prepared_images(wc.dataset, suite_backbone(wc.suite)["resize"]),
-        index=lambda wc: L.prepared_index(wc.dataset, suite_backbone(wc.suite)["resize"]),
-        weights=lambda wc: L.backbone_weights(suite_backbone(wc.suite)["name"]),
+        unpack(embed_inputs),
     output:
         L.features("{suite}", "{dataset}"),
     params:

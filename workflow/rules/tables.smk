@@ -19,11 +19,7 @@ CELL_FIGURE_LABELS = {
 
 rule cell:
     input:
-        lambda wc: [
-            L.run_file(wc.suite, wc.dataset, wc.method, k, name)
-            for k in range(n_folds(config, wc.suite, wc.dataset))
-            for name in ("metrics.json", "predictions.csv", "log.jsonl", "outputs.npz")
-        ],
+        cell_inputs,
     output:
         cell=L.cell_file("{suite}", "{dataset}", "{method}"),
         **{
@@ -48,7 +44,7 @@ rule cell:
 
 rule table:
     input:
-        lambda wc: table_cells(wc.suite, wc.name),
+        table_inputs,
     output:
         csv=report(
             L.table_file("{suite}", "{name}", "csv"),
