@@ -282,7 +282,10 @@ def param_keys(params: Mapping, verb: str, **keys: Any) -> list[str]:
         out = [f"{sk}.{k}" for k in own.get(keys["name"], [f"tables.{keys['name']}"])]
         out += [f"{sk}.overall"] + [f"suites.{x}.backbone" for x in spec["suites"]]
         datasets = {C.dataset_config(params, d)["data"] for d in spec["datasets"]}
-        return out + [f"datasets.{d}" for d in sorted(datasets)] + [f"methods.{m}.kind" for m in spec["methods"]]
+        out += [f"datasets.{d}" for d in sorted(datasets)] + [f"{sk}.dataset_overrides"]
+        for m in spec["methods"]:  # the rank space of its kind, the prediction its MAE reports
+            out += [f"methods.{m}.kind", f"methods.{m}.report", f"{sk}.overrides.{m}.report"]
+        return out
     data = C.dataset_config(params, keys["dataset"])["data"]
     if verb == "split":
         return ["seed", f"datasets.{data}", f"{sk}.folds", f"{sk}.backbone", f"{bb}.resize"]
