@@ -385,9 +385,8 @@ def _record(root: Path, jobs: list[dict], configfiles: list[str], config: dict) 
     todo = [n for n in stages if n not in same]
     _progress(f"hashing the files of {len(todo)} new or changed stages ({len(same)} unchanged) ...")
     lock_entries = _hash_and_cache(root, new_yaml, todo) if todo else {}
-    lock = {"schema": "2.0", "stages": {k: v for k, v in old_lock.items()
-                                        if k in new_yaml["stages"] and k not in lock_entries}}
-    lock["stages"].update(lock_entries)
+    entries = {**old_lock, **lock_entries}  # in dvc.yaml's order: the same record gives the same bytes
+    lock = {"schema": "2.0", "stages": {k: entries[k] for k in new_yaml["stages"] if k in entries}}
     _commit_files(root, {DVC_YAML: HEADER + _dump(new_yaml), DVC_LOCK: _dump(lock)})
     seen = {k: v for k, v in seen.items() if k in new_yaml["stages"]}
     _write(root / STATE / "stat.json", json.dumps({**seen, **{n: now[n] for n in stages}}))
