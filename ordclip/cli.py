@@ -74,15 +74,17 @@ def cmd_prepare(job) -> None:
     from ordclip.errors import ConfigError
 
     d, size = job["dataset"], job["size"]
-    prepare(job["labels_csv"], job["image_root"], size, job["ranks"], layout.prepared_images(d, size),
-            layout.prepared_index(d, size), job["duplicates"], job["interpolation"])
-    if "sources" in job:  # a bring-your-own dataset: record the CSV and images the cache was built from
-        from ordclip.data.sources import source_digest, write_record
+    if "sources" in job:  # a bring-your-own dataset: its images hashed once, checked before the cache is built
+        from ordclip.data.sources import digest, image_hashes, write_record
 
-        if source_digest(job["labels_csv"], job["image_root"]) != job["sources"]:
+        hashes = image_hashes(job["labels_csv"], job["image_root"])
+        if digest(job["labels_csv"], hashes) != job["sources"]:
             raise ConfigError(f"{job['image_root']}: images or {job['labels_csv']} changed after the job was "
                               "planned; run snakemake again")
-        write_record(job["labels_csv"], job["image_root"], layout.prepared_dir(d, size))
+    prepare(job["labels_csv"], job["image_root"], size, job["ranks"], layout.prepared_images(d, size),
+            layout.prepared_index(d, size), job["duplicates"], job["interpolation"])
+    if "sources" in job:  # the CSV and images the cache was built from, for the audit
+        write_record(job["labels_csv"], hashes, layout.prepared_dir(d, size))
 
 
 def cmd_split(job) -> None:

@@ -66,23 +66,27 @@ def image_hashes(labels_csv: str | Path, image_root: str | Path, cache: str | Pa
     return out
 
 
-def source_digest(labels_csv: str | Path, image_root: str | Path, cache: str | Path | None = None) -> str:
+def digest(labels_csv: str | Path, hashes: dict[str, str]) -> str:
     """sha256 over the labels CSV's bytes and each image's path and hash (:func:`image_hashes`)."""
     h = hashlib.sha256()
     try:
         h.update(_sha256(Path(labels_csv)).encode())
     except OSError:
         h.update(b"no labels csv")
-    h.update(json.dumps(image_hashes(labels_csv, image_root, cache), sort_keys=True).encode())
+    h.update(json.dumps(hashes, sort_keys=True).encode())
     return h.hexdigest()
 
 
-def write_record(labels_csv: str | Path, image_root: str | Path, folder: str | Path) -> None:
-    """Record, beside a prepared image cache, the CSV and images it was built from."""
+def source_digest(labels_csv: str | Path, image_root: str | Path, cache: str | Path | None = None) -> str:
+    """:func:`digest` of the CSV and the images it names now."""
+    return digest(labels_csv, image_hashes(labels_csv, image_root, cache))
+
+
+def write_record(labels_csv: str | Path, hashes: dict[str, str], folder: str | Path) -> None:
+    """Record, beside a prepared image cache, the CSV and the images (:func:`image_hashes`) it was built from."""
     from ordclip.io import write_json
 
-    write_json(Path(folder) / RECORD, {"csv": _sha256(Path(labels_csv)),
-                                       "images": image_hashes(labels_csv, image_root)})
+    write_json(Path(folder) / RECORD, {"csv": _sha256(Path(labels_csv)), "images": hashes})
 
 
 def changed_sources(labels_csv: str | Path, image_root: str | Path, folder: str | Path) -> list[str]:
