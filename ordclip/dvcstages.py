@@ -286,11 +286,11 @@ def recover(root: str | Path = ".") -> None:
     is redone from its saved jobs. Staged files and DVC's cache temporaries are removed."""
     root = Path(root)
     state = root / STATE
-    if not state.is_dir():
-        return
-    pending = state / "pending.json"
-    with _locked(root):
-        if (state / "journal.json").is_file():
+    pending, journal = state / "pending.json", state / "journal.json"
+    if not (pending.exists() or journal.exists() or (state / "staged").exists()):
+        return  # the last record finished (or there was none): nothing to do at start-up
+    with _locked(root):  # a record of another run may be finishing: wait for it, then look again
+        if journal.is_file():
             _finish_journal(root)
             pending.unlink(missing_ok=True)
         shutil.rmtree(state / "staged", ignore_errors=True)
