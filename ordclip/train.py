@@ -587,7 +587,8 @@ def _train_images_writing(cfg: dict, fold: int, paths: dict[str, str], out: Path
                 _save_resume(resume_path, identity, nxt, method, names, opt if nxt[0] == si else None,
                              sched if nxt[0] == si else None, gen, history, best, per_part, protos, writer=writer)
                 last_save = time.monotonic()
-            # printed once the epoch's log (and checkpoint, when one was due) is in place
+            # printed once the epoch's log is in place; a checkpoint due is then still being written by
+            # the writer thread (resume.pt appears whole, by rename, when it is done)
             bar.line(f"{stage.name} epoch {epoch + 1}/{stage.epochs} loss "
                      + " ".join(f"{k}={v:.4f}" for k, v in losses.items())
                      + f" val {mcfg['select_on']}={abs(score):.3f} epoch {_clock(time.time() - t)} {bar.status()}")

@@ -216,13 +216,16 @@ def test_kill9_of_snakemake_then_rerun_equals_uninterrupted(repo_copy, tmp_path_
     proc = subprocess.Popen(cmd, cwd=repo_copy, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     log = repo_copy / layout.log_file("demo", "train", "fading", "ordinalclip", "fold0")
+    run_dir = repo_copy / layout.run_dir(*RUN)
     deadline = time.time() + 300
-    while not (log.is_file() and "epoch 1/12" in log.read_text()):
-        assert proc.poll() is None and time.time() < deadline, "the train job did not reach epoch 1"
-        time.sleep(0.05)
+    # resume.pt is written in a background thread after the epoch's line is printed: wait for the
+    # file itself (it appears whole, by rename) and kill while the run still has epochs to go
+    while not (log.is_file() and "epoch 1/12" in log.read_text() and (run_dir / RESUME_FILE).is_file()):
+        assert proc.poll() is None and time.time() < deadline, "the train job did not checkpoint epoch 1"
+        time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    run_dir = repo_copy / layout.run_dir(*RUN)
+    assert "epoch 12/12" not in log.read_text(), "the run ended before the kill: the test needs more epochs"
     assert (run_dir / RESUME_FILE).is_file() and not (run_dir / "metrics.json").exists()
     assert _snakemake(repo_copy, "--unlock", "--configfile", "small.yaml").returncode == 0
     again = _snakemake(repo_copy, target, "--cores", "1", "--rerun-incomplete", "--configfile", "small.yaml")
