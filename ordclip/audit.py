@@ -23,6 +23,7 @@ from ordclip import layout
 from ordclip.errors import DataError
 from ordclip.io import sha256_file
 from ordclip.lineage import RUN_FILES, _dvc_check, digests, read_lock, table_cells, table_suite
+from ordclip.tables import cell_runs
 
 REL = 1e-9
 
@@ -30,8 +31,8 @@ REL = 1e-9
 def _same(a: Any, b: Any) -> bool:
     """Equal JSON values; floats to a relative 1e-9 (a re-derivation in another process)."""
     if isinstance(a, float) or isinstance(b, float):
-        if a is None or b is None:
-            return a is b
+        if a is None or b is None:  # a value a cell lacks: None in JSON, NaN once read from the csv
+            return all(x is None or math.isnan(float(x)) for x in (a, b))
         if math.isnan(float(a)) or math.isnan(float(b)):  # a 1-fold cell's std
             return math.isnan(float(a)) and math.isnan(float(b))
         return math.isclose(float(a), float(b), rel_tol=REL, abs_tol=1e-12)
@@ -144,11 +145,12 @@ def audit_cell(cell_path: Path, lock: dict | None, sample: int, problems: list[d
         return None
     _dvc_problems([cell_path], lock, problems)
     runs = []
-    for i, k in enumerate(cell["folds"]):
-        run_dir = Path(layout.run_dir(cell["suite"], cell["dataset"], cell["method"], k))
+    keys = cell_runs(cell)
+    for i, (k, j) in enumerate(keys):
+        run_dir = Path(layout.run_dir(cell["suite"], cell["dataset"], cell["method"], k, j))
         runs.append(audit_run(run_dir, lock, i < sample, problems))
-    if all(r is not None for r in runs) and not _same(cell_metrics(runs), cell["metrics"]):
-        problems.append({"file": str(cell_path), "what": "differs from the mean ± std of its folds' metrics.json"})
+    if all(r is not None for r in runs) and not _same(cell_metrics(runs, keys), cell["metrics"]):
+        problems.append({"file": str(cell_path), "what": "differs from the statistics of its runs' metrics.json"})
     return cell
 
 
@@ -174,7 +176,7 @@ def audit(target: str | Path, params: Mapping | None, sample: int = 1, root: str
         exts = ("csv", "md", "metrics.json") if target.with_suffix(".metrics.json").exists() else ("csv", "md")
         _dvc_problems([target.with_name(target.name.removesuffix(".csv") + f".{e}") for e in exts], lock, problems)
         checked["tables"] = 1
-        checked["runs"] = sum(len(json.loads(Path(c).read_text())["folds"]) for c in cells if Path(c).is_file())
+        checked["runs"] = sum(len(cell_runs(json.loads(Path(c).read_text()))) for c in cells if Path(c).is_file())
     elif not target.exists():
         raise DataError(f"{target}: not found (expected a table csv, a cell json or a run folder)")
     else:

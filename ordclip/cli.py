@@ -39,7 +39,7 @@ def _job(args) -> dict:
         except json.JSONDecodeError as exc:
             raise ConfigError(f"--job: not valid JSON: {exc}") from None
     else:
-        missing = [f"--{k}" for k, v in keys.items() if v is None]
+        missing = [f"--{k}" for k, v in keys.items() if v is None and k not in OPTIONAL_KEYS]
         if missing:
             raise ConfigError(f"{args.verb} needs {', '.join(missing)} (or --job)")
         job = job_config(_params(args), args.verb, **keys)
@@ -167,6 +167,9 @@ class AuditFailed(Exception):
         super().__init__(f"{n} problem(s)")
 
 
+OPTIONAL_KEYS = {"seed": "the run's seed index, 0 .. suites.<suite>.seeds - 1 (default 0; with --params)"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ordclip", description=__doc__.split("\n\n")[0])
     common = argparse.ArgumentParser(add_help=False)
@@ -178,8 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     def verb(name, func, help_):
         p = sub.add_parser(name, parents=[common], help=help_)
         for key in KEYS[name]:
-            p.add_argument(f"--{key}", type=int if key in ("fold", "size") else str,
-                           help="a key of the job (with --params; not with --job)")
+            p.add_argument(f"--{key}", type=int if key in ("fold", "seed", "size") else str,
+                           help=OPTIONAL_KEYS.get(key, "a key of the job (with --params; not with --job)"))
         p.add_argument("--job", metavar="JSON", help="the job's resolved configuration, as Snakemake passes it "
                        "(ordclip.jobs.job_config); replaces --params, --set and the keys")
         p.add_argument("--code", metavar="SHA256", help="fail unless the code this job runs has this hash "

@@ -580,23 +580,33 @@ def method_config(params: Mapping, suite: str, name: str, dataset: str | None = 
     return {"name": name, **out}
 
 
-def run_config(params: Mapping, suite: str, dataset: str, method: str) -> dict:
-    """Everything one (suite, dataset, method) run depends on, and nothing else."""
+def run_config(params: Mapping, suite: str, dataset: str, method: str, seed: int = 0) -> dict:
+    """Everything one (suite, dataset, method) run of seed index ``seed`` depends on, and nothing else.
+
+    Seed index j > 0 (suites.<suite>.seeds) trains with ``seed + j`` (torch's initialisation, the
+    batch order, augmentation) and a linear head drawn from ``head_seed + j``; the split is the
+    fold's, whatever the seed. j = 0 gives the configuration (and hash) of a suite with one seed."""
     s = suite_config(params, suite)
+    if not 0 <= seed < n_seeds(params, suite):
+        raise ConfigError(f"suites.{suite}.seeds: seed index {seed} is not below {n_seeds(params, suite)}")
     if dataset not in suite_members(s, "datasets", suite, params):
         raise ConfigError(f"suites.{suite}.datasets: {dataset!r} is not in this suite")
     if method not in suite_members(s, "methods", suite, params):
         raise ConfigError(f"suites.{suite}.methods: {method!r} is not in this suite")
+    mcfg = method_config(params, suite, method, dataset)
+    if seed and "head_seed" in mcfg:
+        mcfg["head_seed"] += seed
     return {
         "suite": suite,
-        "seed": params["seed"],
+        "seed": params["seed"] + seed,
+        **({"seed_index": seed} if seed else {}),
         "device": s.get("device", "auto"),
         "precision": s.get("precision", "auto"),
         # only when on: a run without it keeps the configuration (and hash) it had before the option
         **({"compile": True} if s.get("compile") else {}),
         "backbone": backbone_config(params, s["backbone"]),
         "dataset": apply_rank_space(dataset_config(params, dataset), params["methods"][method]["kind"]),
-        "method": method_config(params, suite, method, dataset),
+        "method": mcfg,
     }
 
 
@@ -611,6 +621,16 @@ def checkpoint_minutes(params: Mapping, suite: str) -> float:
 def n_folds(params: Mapping, suite: str, dataset: str) -> int:
     """Folds of a dataset in a suite: its protocol's own count (``split.folds``) or the suite's."""
     return dataset_config(params, dataset)["split"].get("folds", suite_config(params, suite)["folds"])
+
+
+def n_seeds(params: Mapping, suite: str) -> int:
+    """Runs per (dataset, method, fold) of a suite, each with its own seed (``suites.<s>.seeds``)."""
+    return int(suite_config(params, suite).get("seeds", 1))
+
+
+def runs_of(params: Mapping, suite: str, dataset: str) -> list[tuple[int, int]]:
+    """The (fold, seed index) of every run of a cell, fold by fold."""
+    return [(k, j) for k in range(n_folds(params, suite, dataset)) for j in range(n_seeds(params, suite))]
 
 
 def split_config(params: Mapping, suite: str, dataset: str) -> dict:

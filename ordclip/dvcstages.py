@@ -66,7 +66,7 @@ class DvcCommitError(OrdclipError):
 
 def unit_of(job: Mapping, cells: set[tuple[str, str, str]]) -> tuple[str, ...]:
     """The stage a job belongs to: ("cell", s, d, m) for train/evaluate jobs whose cell is in the
-    run (else ("run", s, d, m, k)), ("split"/"embed", s, d), ("table", s, name), ("results", name),
+    run (else ("run", s, d, m, k[, "seed<j>"])), ("split"/"embed", s, d), ("table", s, name), ("results", name),
     or (rule, *wildcards) for a data step."""
     rule, wc = job["rule"], job["wildcards"]
     if rule in DATA_RULES:
@@ -80,7 +80,8 @@ def unit_of(job: Mapping, cells: set[tuple[str, str, str]]) -> tuple[str, ...]:
     cell = (wc["suite"], wc["dataset"], wc["method"])
     if rule == "cell" or cell in cells:
         return ("cell", *cell)
-    return ("run", *cell, str(wc["fold"]))
+    fold, seed = L.parse_run(wc["run"])
+    return ("run", *cell, str(fold), *((f"seed{seed}",) if seed else ()))
 
 
 def stage_name(unit: tuple[str, ...]) -> str:
@@ -96,7 +97,8 @@ def owned_dirs(unit: tuple[str, ...]) -> list[str]:
         s, d, m = unit[1:]
         return [os.path.dirname(L.run_dir(s, d, m, 0)), os.path.dirname(L.cell_figure(s, d, m, "x"))]
     if kind == "run":
-        return [L.run_dir(*unit[1:])]
+        s, d, m, fold, *seed = unit[1:]
+        return [L.run_dir(s, d, m, fold, seed[0].removeprefix("seed") if seed else 0)]
     if kind == "split":
         return [os.path.dirname(L.split_file(unit[1], unit[2], 0))]
     return []

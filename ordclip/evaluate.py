@@ -82,7 +82,7 @@ def metrics_of(cfg: dict, fold: int, npz) -> tuple[dict, dict[str, int], dict, d
     # OrdinalCLIP Figure 3: fraction of prototype comparisons that obey the rank order, every span
     # (metrics.json "ordinality": the value of each selected candidate; the labels counted, and those
     # without a prototype, of the val-selected one)
-    where = layout.run_dir(suite, dataset, method, fold)
+    where = layout.run_dir(suite, dataset, method, fold, cfg.get("seed_index", 0))
     counted = {label: ordinality_prototypes(cfg, npz, i, where) for label, i in chosen.items()}
     result["ordinality"] = {"unit": str(npz["prototype_unit"]),
                             "labels": counted["val_selected"][1].tolist(),
@@ -96,7 +96,7 @@ def evaluate(job: dict) -> None:
     from its recorded outputs and log."""
     cfg, fold = job["run"], job["fold"]
     suite, dataset, method = cfg["suite"], cfg["dataset"]["name"], cfg["method"]["name"]
-    run = lambda name: layout.run_file(suite, dataset, method, fold, name)  # noqa: E731
+    run = lambda name: layout.run_file(suite, dataset, method, fold, name, cfg.get("seed_index", 0))  # noqa: E731
     npz = load_numpy(run("outputs.npz"), "train")
     result, chosen, cands, y = metrics_of(cfg, fold, npz)
     write_json(run("metrics.json"), result)

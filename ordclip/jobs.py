@@ -45,7 +45,7 @@ KEYS = {
     "generate": ("dataset",), "fetch": ("dataset",), "prepare": ("dataset", "size"),
     "split": ("suite", "dataset", "fold"), "backbone": ("backbone",), "pretrain": ("backbone",),
     "embed": ("suite", "dataset"),
-    "train": ("suite", "dataset", "method", "fold"), "evaluate": ("suite", "dataset", "method", "fold"),
+    "train": ("suite", "dataset", "method", "fold", "seed"), "evaluate": ("suite", "dataset", "method", "fold", "seed"),
     "cell": ("suite", "dataset", "method"), "table": ("suite", "name"),
 }
 
@@ -54,7 +54,7 @@ def job_config(params: Mapping, verb: str, **keys: Any) -> dict:
     """The resolved configuration one job of ``verb`` uses, and nothing else.
 
     keys: generate/fetch ``dataset``; prepare ``dataset, size``; split ``suite, dataset, fold``;
-    backbone/pretrain ``backbone``; embed ``suite, dataset``; train/evaluate ``suite, dataset, method, fold``;
+    backbone/pretrain ``backbone``; embed ``suite, dataset``; train/evaluate ``suite, dataset, method, fold[, seed]`` (seed index, default 0);
     cell ``suite, dataset, method``; table ``suite, name``.
     """
     from ordclip import config as C
@@ -87,14 +87,17 @@ def job_config(params: Mapping, verb: str, **keys: Any) -> dict:
                 "backbone": C.backbone_config(params, s["backbone"]),
                 "dataset": C.dataset_config(params, keys["dataset"])}
     if verb == "train":  # how often it checkpoints changes no result, so it stays outside "run"
-        return {"run": C.run_config(params, keys["suite"], keys["dataset"], keys["method"]),
+        return {"run": C.run_config(params, keys["suite"], keys["dataset"], keys["method"], int(keys.get("seed") or 0)),
                 "fold": int(keys["fold"]), "checkpoint_minutes": C.checkpoint_minutes(params, keys["suite"])}
     if verb == "evaluate":
-        return {"run": C.run_config(params, keys["suite"], keys["dataset"], keys["method"]),
+        return {"run": C.run_config(params, keys["suite"], keys["dataset"], keys["method"], int(keys.get("seed") or 0)),
                 "fold": int(keys["fold"])}
     if verb == "cell":
+        runs = C.runs_of(params, keys["suite"], keys["dataset"])
         return {"run": C.run_config(params, keys["suite"], keys["dataset"], keys["method"]),
-                "folds": list(range(C.n_folds(params, keys["suite"], keys["dataset"])))}
+                "folds": sorted({k for k, _ in runs}),
+                # (fold, seed index) of every run; left out with one seed (the cell's job as before seeds)
+                **({"runs": [list(r) for r in runs]} if C.n_seeds(params, keys["suite"]) > 1 else {})}
     if verb == "table":
         spec = C.table_spec(params, keys["suite"], keys["name"])
         spaces = {}
@@ -293,7 +296,7 @@ def param_keys(params: Mapping, verb: str, **keys: Any) -> list[str]:
         return ["seed", f"datasets.{data}", f"{sk}.backbone", f"{sk}.device", bb]
     method = keys["method"]
     return ["seed", f"datasets.{data}", f"methods.{method}", bb, f"{sk}.backbone", f"{sk}.device",
-            f"{sk}.precision", f"{sk}.folds", f"{sk}.checkpoint_minutes", f"{sk}.overrides.{method}",
+            f"{sk}.precision", f"{sk}.folds", f"{sk}.seeds", f"{sk}.checkpoint_minutes", f"{sk}.overrides.{method}",
             f"{sk}.dataset_overrides.{data}.{method}"]
 
 

@@ -38,16 +38,36 @@ def features(suite: str, dataset: str) -> str:
     return f"{RESULTS}/{suite}/embed/{dataset}/features.npz"
 
 
-def run_dir(suite: str, dataset: str, method: str, fold: int | str) -> str:
-    return f"{RESULTS}/{suite}/runs/{dataset}/{method}/fold{fold}"
+RUN_NAME = r"fold\d+(?:-seed[1-9]\d*)?"  # the {run} wildcard of the train and evaluate rules
+
+
+def run_name(fold: int | str, seed: int | str = 0) -> str:
+    """A run's folder name: ``fold<k>`` for a suite's first seed (as before seeds existed), else
+    ``fold<k>-seed<j>`` (j: the seed's index, 1 .. suites.<suite>.seeds - 1)."""
+    return f"fold{fold}" + (f"-seed{seed}" if str(seed) != "0" else "")
+
+
+def parse_run(name: str) -> tuple[int, int]:
+    """(fold, seed index) of a run folder name (:func:`run_name`)."""
+    fold, _, seed = name.removeprefix("fold").partition("-seed")
+    return int(fold), int(seed or 0)
+
+
+def run_path(suite: str, dataset: str, method: str, run: str, name: str | None = None) -> str:
+    """A run's folder from its name (a pattern's ``{run}`` in the rules), or file ``name`` in it."""
+    return f"{RESULTS}/{suite}/runs/{dataset}/{method}/{run}" + (f"/{name}" if name else "")
+
+
+def run_dir(suite: str, dataset: str, method: str, fold: int | str, seed: int | str = 0) -> str:
+    return run_path(suite, dataset, method, run_name(fold, seed))
 
 
 RUN_TRAIN_FILES = ("model.pt", "outputs.npz", "log.jsonl", "run.json")
 RUN_EVAL_FILES = ("metrics.json", "predictions.csv", "curves.csv")
 
 
-def run_file(suite: str, dataset: str, method: str, fold: int | str, name: str) -> str:
-    return f"{run_dir(suite, dataset, method, fold)}/{name}"
+def run_file(suite: str, dataset: str, method: str, fold: int | str, name: str, seed: int | str = 0) -> str:
+    return f"{run_dir(suite, dataset, method, fold, seed)}/{name}"
 
 
 def cell_file(suite: str, dataset: str, method: str) -> str:

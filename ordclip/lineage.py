@@ -114,7 +114,7 @@ def run_lineage(run_dir: str | Path, lock: dict | None) -> dict:
         checkpoint = {**checkpoint, "matches_file": now == checkpoint["sha256"]}
     return {
         "run": str(run_dir), "suite": record.get("suite"), "dataset": record.get("dataset"),
-        "method": record.get("method"), "fold": record.get("fold"),
+        "method": record.get("method"), "fold": record.get("fold"), "seed_index": record.get("seed_index", 0),
         "metrics": {"path": str(run_dir / "metrics.json"), **metrics.get("test", {})},
         "git": record.get("git"), "workdir_git": record.get("workdir_git"),
         "config_sha256": record.get("config_sha256"), "code_sha256": (record.get("code") or {}).get("sha256"),
@@ -126,7 +126,9 @@ def run_lineage(run_dir: str | Path, lock: dict | None) -> dict:
 
 
 def cell_lineage(cell_path: str | Path, lock: dict | None) -> dict:
-    """A cell file, its metrics, its dvc.lock state and the lineage of each of its folds' runs."""
+    """A cell file, its metrics, its dvc.lock state and the lineage of each of its runs."""
+    from ordclip.tables import cell_runs
+
     cell_path = Path(cell_path)
     cell = _read_json(cell_path, "the cell was never built")
     try:
@@ -138,7 +140,7 @@ def cell_lineage(cell_path: str | Path, lock: dict | None) -> dict:
         "cell": str(cell_path), "suite": suite, "dataset": dataset, "method": method,
         "metrics": {k: {"mean": v.get("mean"), "std": v.get("std")} for k, v in cell.get("metrics", {}).items()},
         "dvc": _dvc_check([cell_path], lock, hashes),
-        "runs": [run_lineage(layout.run_dir(suite, dataset, method, k), lock) for k in folds],
+        "runs": [run_lineage(layout.run_dir(suite, dataset, method, k, j), lock) for k, j in cell_runs(cell)],
     }
 
 
@@ -213,7 +215,8 @@ def _run_text(run: dict, indent: str) -> list[str]:
     git = run["git"] or {}
     commit = git.get("commit") or "unknown (not a git checkout)"
     dirty = " (uncommitted changes)" if git.get("dirty") else ""
-    lines = [f"{indent}fold {run['fold']}: {run['run']}"]
+    seed = f", seed {run['seed_index']}" if run.get("seed_index") else ""
+    lines = [f"{indent}fold {run['fold']}{seed}: {run['run']}"]
     m = run["metrics"]
     lines.append(f"{indent}  metrics    mae {_num(m.get('mae'))}  acc {_num(m.get('acc'))}  ({m['path']})")
     lines.append(f"{indent}  code       commit {commit}{dirty}; ordclip code sha256 {_short(run.get('code_sha256'))}")
@@ -248,7 +251,7 @@ def format_text(result: dict) -> str:
     for cell in result.get("cells", []):
         mae = cell["metrics"].get("mae", {})
         lines.append(f"cell {cell['suite']}/{cell['dataset']}/{cell['method']}: {cell['cell']}  mae "
-                     f"{_num(mae.get('mean'))} ± {_num(mae.get('std'))} over {len(cell['runs'])} folds; "
+                     f"{_num(mae.get('mean'))} ± {_num(mae.get('std'))} over {len(cell['runs'])} runs; "
                      f"{_dvc_text(cell['dvc'])}")
         for run in cell["runs"]:
             lines += _run_text(run, "  ")

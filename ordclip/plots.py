@@ -43,6 +43,12 @@ class CellRuns:
     selected: list[int]
     select_on: str
     prototypes: "CellPrototypes"
+    names: list[str]  # each run's folder name (fold<k>, or fold<k>-seed<j> with several seeds)
+
+    @property
+    def word(self) -> str:
+        """What the runs are called in titles: folds (one seed per fold), else runs."""
+        return "folds" if all("-seed" not in n for n in self.names) else "runs"
 
     @property
     def num_ranks(self) -> int:
@@ -61,12 +67,12 @@ class CellPrototypes:
     ordinality: list[float | None]
 
 
-def load_prototypes(cfg: dict, fold: int, index: int, ordinality: list[float | None]) -> CellPrototypes:
+def load_prototypes(cfg: dict, fold: int, index: int, ordinality: list[float | None], seed: int = 0) -> CellPrototypes:
     """Fold ``fold``'s prototypes of candidate ``index`` (outputs.npz), those the ordinality counts
     (ordclip.evaluate.ordinality_prototypes); ticks are the rank names where the dataset has them."""
     from ordclip.evaluate import ordinality_prototypes
 
-    run_dir = layout.run_dir(cfg["suite"], cfg["dataset"]["name"], cfg["method"]["name"], fold)
+    run_dir = layout.run_dir(cfg["suite"], cfg["dataset"]["name"], cfg["method"]["name"], fold, seed)
     path = verified_input(f"{run_dir}/outputs.npz", "train")
     with np.load(path) as npz:
         if "prototypes" in npz and len(npz["prototypes"]) <= index:
@@ -136,12 +142,15 @@ def rank_labels(dataset_cfg: dict, labels: np.ndarray, ranks: np.ndarray, predic
 
 
 def load_cell_runs(job: dict) -> CellRuns:
-    """Read every fold's metrics.json, predictions.csv and log.jsonl of a cell (ordclip.jobs.job_config "cell")."""
+    """Read every run's metrics.json, predictions.csv and log.jsonl of a cell (ordclip.jobs.job_config "cell")."""
+    from ordclip.tables import cell_runs
+
     cfg = job["run"]
     suite, dataset, method = cfg["suite"], cfg["dataset"]["name"], cfg["method"]["name"]
     frames, logs, selected, report, select_on, ordinality = [], [], [], None, None, []
-    for k in job["folds"]:
-        run = partial(layout.run_file, suite, dataset, method, k)
+    keys = cell_runs(job)
+    for k, j in keys:
+        run = partial(lambda k, j, name: layout.run_file(suite, dataset, method, k, name, j), k, j)
         metrics = _read_json(run("metrics.json"))
         if report is None:
             report, select_on = metrics["report"], metrics["select_on"]
@@ -160,9 +169,10 @@ def load_cell_runs(job: dict) -> CellRuns:
     hard = np.rint(pred[report["acc"]])
     where = layout.run_file(suite, dataset, method, "*", "predictions.csv")
     labels = rank_labels(cfg["dataset"], df["label"].to_numpy(), y, hard, where)
-    protos = load_prototypes(cfg, job["folds"][0], selected[0], ordinality)
+    protos = load_prototypes(cfg, keys[0][0], selected[0], ordinality, keys[0][1])
     return CellRuns(title=f"{dataset} / {method}", y=y, pred=pred, fold=df["fold"].to_numpy(), report=report,
-                    rank_labels=labels, logs=logs, selected=selected, select_on=select_on, prototypes=protos)
+                    rank_labels=labels, logs=logs, selected=selected, select_on=select_on, prototypes=protos,
+                    names=[layout.run_name(k, j) for k, j in keys])
 
 
 # --- numbers behind the figures ----------------------------------------------------------------
@@ -353,7 +363,7 @@ def plot_curves(runs: CellRuns, path: str | Path) -> dict:
         test = [s[0] for s in series["test_mae"]]
         ax.bar(pos - 0.2, val, 0.4, color="tab:orange", label="val MAE")
         ax.bar(pos + 0.2, test, 0.4, color="tab:blue", label="test MAE")
-        ax.set_xticks(pos, [f"fold {k}" for k in range(folds)], fontsize=7)
+        ax.set_xticks(pos, [n.replace("fold", "fold ") for n in runs.names], fontsize=7)
         ax.set_ylabel(f"MAE (mode {mode})", fontsize=8)
         ax.set_ylim(0, max(val + test) * 1.45)
         ax.legend(fontsize=7, loc="upper right")
@@ -374,7 +384,7 @@ def plot_curves(runs: CellRuns, path: str | Path) -> dict:
         ax_loss.set_ylabel("train loss", fontsize=8)
         ax_loss.legend(fontsize=6, loc="best")
         ax_loss.tick_params(labelsize=7)
-        ax_loss.set_title(f"{runs.title}: training curves ({folds} folds: mean, range)", fontsize=9)
+        ax_loss.set_title(f"{runs.title}: training curves ({folds} {runs.word}: mean, range)", fontsize=9)
         bounds = [i for i in range(1, len(series["stages"])) if series["stages"][i] != series["stages"][i - 1]]
         for a in (ax_loss, ax):
             for b in bounds:
@@ -385,11 +395,11 @@ def plot_curves(runs: CellRuns, path: str | Path) -> dict:
                              transform=ax_loss.get_xaxis_transform(), fontsize=7, color="grey")
     else:
         ax = fig.add_subplot()
-        ax.set_title(f"{runs.title}: candidates ({folds} folds: mean, range)", fontsize=9)
+        ax.set_title(f"{runs.title}: candidates ({folds} {runs.word}: mean, range)", fontsize=9)
     _band(ax, x, series["val_mae"], "val MAE", "tab:orange")
     _band(ax, x, series["test_mae"], "test MAE", "tab:blue", "--")
     sel = [(runs.selected[k] + 1, series["val_mae"][k][runs.selected[k]]) for k in range(folds)]
-    ax.plot(*zip(*sel), "v", color="black", markersize=6, label=f"selected on val {runs.select_on} (per fold)")
+    ax.plot(*zip(*sel), "v", color="black", markersize=6, label=f"selected on val {runs.select_on} (per {runs.word[:-1]})")
     ax.set_ylabel(f"MAE (mode {mode})", fontsize=8)
     ax.legend(fontsize=6, loc="best")
     ax.tick_params(labelsize=7)
@@ -422,7 +432,7 @@ def plot_prototype_similarity(runs: CellRuns, path: str | Path) -> np.ndarray:
     first = "–" if p.ordinality[0] is None else f"{p.ordinality[0]:.1%}"
     mean = f"{np.mean(values):.1%}" if values else "–"
     ax.set_title(f"{runs.title}: prototype similarity, fold {p.fold}\n"
-                 f"ordinality {first} (mean of {len(p.ordinality)} folds {mean})", fontsize=9)
+                 f"ordinality {first} (mean of {len(p.ordinality)} {runs.word} {mean})", fontsize=9)
     _save(fig, path)
     return sim
 

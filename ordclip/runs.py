@@ -147,7 +147,7 @@ def lineage(cfg: dict, fold: int, input_paths: dict[str, str], output_paths: dic
     workdir = git_state(Path.cwd())
     return {
         "suite": cfg["suite"], "dataset": cfg["dataset"]["name"], "method": cfg["method"]["name"],
-        "fold": fold, "seed": cfg["seed"], "git": code,
+        "fold": fold, "seed": cfg["seed"], "seed_index": cfg.get("seed_index", 0), "git": code,
         **({"workdir_git": workdir} if workdir["root"] != code["root"] else {}),
         "config": cfg, "config_sha256": config_hash(cfg),
         "inputs": hashed, "outputs": {k: {"path": p, "sha256": sha256_file(p)} for k, p in output_paths.items()},

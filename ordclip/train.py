@@ -294,7 +294,7 @@ def run(job: dict, stop_after: int | None = None) -> bool:
     from ordclip.jobs import code_hash, code_record
 
     cfg, fold = job["run"], job["fold"]
-    out = Path(layout.run_dir(cfg["suite"], cfg["dataset"]["name"], cfg["method"]["name"], fold))
+    out = Path(layout.run_dir(cfg["suite"], cfg["dataset"]["name"], cfg["method"]["name"], fold, cfg.get("seed_index", 0)))
     out.mkdir(parents=True, exist_ok=True)
     for name in (*layout.RUN_TRAIN_FILES, RESUME_FILE):
         clean_temporaries(out / name)

@@ -27,3 +27,11 @@ def test_gpu_benchmark_runs_tiny(tmp_path):
         assert 0 < float(values["MFU"].rstrip("%")) and float(values["run min"]) > 0
         assert values["syncs/step"] == "0" and float(values["cpu ms"]) > 0
     assert float(dict(zip(header, body[-1]))["img/s"]) > 0
+
+
+def test_comparisons_benchmark_runs_small():
+    """bench/comparisons.py at a small size: the table's comparisons with their bootstrap, timed."""
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "comparisons.py"), "--images", "40", "--methods", "3",
+                           "--folds", "2", "--seeds", "2"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "3 methods × 4 runs × 40 test images, 2 metrics: 4 comparisons" in proc.stdout

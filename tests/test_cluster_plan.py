@@ -135,7 +135,7 @@ def test_smoke_config_plans_the_gpu_and_cpu_paths(tmp_path):
     jobs = _dry_run_jobs(tmp_path, "--configfile", "config/smoke.yaml")
     per_rule = Counter(j["rule"] for j in jobs)
     assert per_rule["train"] == 6 and per_rule["embed"] == 1 and sum(per_rule.values()) == 23, per_rule
-    gpus = {re.search(r"method=(\w+), fold=(\d)", j["wildcards"]).groups(): re.search(r"\bgpu=(\d+)", j["resources"]).group(1)
+    gpus = {re.search(r"method=(\w+), run=fold(\d)\b", j["wildcards"]).groups(): re.search(r"\bgpu=(\d+)", j["resources"]).group(1)
             for j in jobs if j["rule"] == "train"}
     assert gpus == {(m, f): "1" if m == "coop" else "0" for m in ("zeroshot", "linear_probe", "coop") for f in "01"}
     embed = next(j for j in jobs if j["rule"] == "embed")

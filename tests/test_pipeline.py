@@ -121,7 +121,9 @@ def test_reduced_demo_suite(repo_copy):
     curves = pd.read_csv(repo_copy / "results/demo/runs/blur/coop/fold1/curves.csv")
     assert list(curves.candidate) == [0, 1] and curves.val_mae.notna().all()
     table = pd.read_csv(repo_copy / "results/table1.csv")
-    assert list(table.columns) == ["suite", "dataset", "method", "metric", "mean", "std", "n_folds"]
+    assert list(table.columns) == ["suite", "dataset", "method", "metric", "mean", "std", "n_folds", "n_runs",
+                                   "ci_low", "ci_high", "var_fold", "var_seed", "device", "device_hours"]
+    assert (repo_copy / "results/demo/table1.comparisons.csv").is_file()
     for metric in ("mae", "acc"):
         rows = table[table.metric == metric]
         assert len(rows) == 18 and set(rows.dataset) == {"counting", "fading", "blur"}

@@ -75,6 +75,7 @@ def _write_runs(method: str, folds=FOLDS, selected: int = 1) -> None:
                  prototypes=_prototypes(method, k).astype(np.float32), prototype_labels=np.arange(5),
                  prototype_unit=np.array("rank"))
         (run / "log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in _log(method, k)))
+        (run / "run.json").write_text(json.dumps({"device": "cpu", "wall_seconds": 1.5}))
 
 
 def _png_size(path: str) -> tuple[int, int]:
@@ -109,7 +110,8 @@ def test_make_cell_writes_the_json_and_its_figures(in_tmp, params):
     _write_runs("coop")
     make_cell(job_config(params, "cell", suite="demo", dataset="fading", method="coop"))
     cell = json.loads(Path(layout.cell_file("demo", "fading", "coop")).read_text())
-    assert cell["n_folds"] == 2
+    assert cell["n_folds"] == 2 and cell["n_runs"] == 2 and cell["runs"] == [[0, 0], [1, 0]]
+    assert cell["cost"] == {"devices": ["cpu"], "seconds": 3.0}
     assert cell["metrics"]["ordinality"]["values"] == [1.0, pytest.approx(0.7)]
     assert cell["metrics"]["ordinality"]["mean"] == pytest.approx(0.85)
     assert len(layout.CELL_FIGURES) == 5 and "prototype_similarity" in layout.CELL_FIGURES

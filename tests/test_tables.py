@@ -19,7 +19,16 @@ def _cell(suite, dataset, method, mae, acc):
     metrics = {}
     for name, values in (("mae", mae), ("acc", acc), ("mae_test_selected", mae), ("acc_test_selected", acc)):
         metrics[name] = {"mean": sum(values) / len(values), "std": None, "values": values}
-    path.write_text(json.dumps({"n_folds": len(mae), "metrics": metrics}))
+    path.write_text(json.dumps({"folds": list(range(len(mae))), "n_folds": len(mae), "metrics": metrics}))
+
+
+def _run_files(suite, dataset, method, fold, pred, ranks, seed=0, mode="exp"):
+    """A run's predictions.csv and metrics.json (its report modes), as evaluate writes them."""
+    path = Path(layout.run_file(suite, dataset, method, fold, "predictions.csv", seed))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"index": range(len(ranks)), "path": [f"{i}.png" for i in range(len(ranks))], "label": ranks,
+                  "rank": ranks, f"pred_{mode}": pred}).to_csv(path, index=False)
+    path.with_name("metrics.json").write_text(json.dumps({"report": {"mae": mode, "acc": mode}}))
 
 
 def test_overall_is_the_mean_of_the_members_per_fold(in_tmp):
@@ -48,8 +57,8 @@ def test_published_numbers_beside_ours():
         {"dataset": "hci", "method": "numclip", "metric": "acc_test_selected", "mean": None},
     ])
     md = comparison(df, entries)
-    assert "| morph2 | numclip | MAE | 2.08 † | 2.50 | +0.42 | 2.40 |" in md
-    assert "| hci | numclip | Acc | 69.61 % † | 60.00 % | -9.61 | – |" in md
+    assert "| morph2 | numclip | MAE | 2.08 † | 2.50 | +0.42 | – | 2.40 |" in md
+    assert "| hci | numclip | Acc | 69.61 % † | 60.00 % | -9.61 | – | – |" in md
     assert "| aesthetics |" not in md                                    # no row without ours
     assert comparison(df.iloc[:0], entries) == ""
 
@@ -175,6 +184,9 @@ def test_a_table_over_suites_compares_each_suites_cells_and_says_which_mae(in_tm
     for s in ("paper", "paper_rn50"):
         _cell(s, "morph2", "numclip", [2.4, 2.6], [0.5, 0.5])
         _cell(s, "morph2", "coop", [2.4, 2.6], [0.5, 0.5])
+        for m in ("numclip", "coop"):
+            for k in (0, 1):
+                _run_files(s, "morph2", m, k, [20.0 + k, 30.0], [22, 33])
     job = {"suite": "paper", "name": "backbones", "title": "Backbones", "datasets": ["morph2"],
            "methods": ["coop", "numclip"], "suites": ["paper_rn50", "paper"], "metrics": ["mae"],
            "backbones": {"paper_rn50": "rn50_openai", "paper": "vitb16_openai"}, "overall": {}, "rank_spaces": {},
@@ -204,6 +216,7 @@ def test_cells_carry_the_argmax_mae_beside_the_reported_one():
     got = cell_metrics([run(1.0, 2.0), run(3.0, 4.0)])
     assert got["mae"]["mean"] == 2.0 and got["mae_max"]["mean"] == 3.0 and got["mae_max_test_selected"]["values"] == [2.0, 4.0]
     regressor = cell_metrics([run(1.0, None, with_max=False)])
-    assert regressor["mae_max"] == {"mean": None, "std": None, "values": [None]}
+    assert regressor["mae_max"]["mean"] is None and regressor["mae_max"]["std"] is None
+    assert regressor["mae_max"]["values"] == [None] and regressor["mae_max"]["ci_low"] is None
     with pytest.raises(KeyError):
         cell_metrics([{"test_selected_test": {}}])          # a headline metric missing is no silent None

@@ -12,8 +12,8 @@ from ordclip.config import (
     check_folds,
     check_sources,
     dataset_config,
-    n_folds,
     raw_source,
+    runs_of,
     run_config,
     suite_config,
     table_spec,
@@ -53,12 +53,19 @@ def _job(verb, keys):
     return job_json(job), code_hash(verb, job)
 
 
+KEYS_FROM_RUN = {"train": ("run",), "evaluate": ("run",)}  # rules whose fold and seed are the {run} wildcard
+
+
 def job_params(verb):
     """A rule's params: its job's resolved configuration as JSON (ordclip.jobs.job_config), the
     sha256 of the ordclip code the job runs, and how often its files were found broken. Snakemake
     reruns a job when any changes; the names and order of the params files that supplied the values
     do not matter."""
     def keys(wc):
+        """The job's keys from its wildcards; a run's fold and seed index from its folder name."""
+        if "run" in KEYS_FROM_RUN.get(verb, ()):
+            fold, seed = L.parse_run(wc.run)
+            return tuple((k, wc[k]) for k in KEYS[verb][:3]) + (("fold", str(fold)), ("seed", str(seed)))
         return tuple((k, wc[k]) for k in KEYS[verb])
 
     def repair(wildcards):
@@ -66,7 +73,8 @@ def job_params(verb):
         It takes the wildcards only: Snakemake compares no parameter derived from input or output."""
         this = workflow.get_rule(verb)
         inputs, outputs = this.expand_input(wildcards)[0], this.expand_output(wildcards)[0]
-        return repair_count(verb, "-".join(str(v) for _, v in keys(wildcards)), list(inputs), list(outputs))
+        key = [str(v) for k, v in keys(wildcards) if not (k == "seed" and v == "0")]  # seed 0: the key before seeds
+        return repair_count(verb, "-".join(key), list(inputs), list(outputs))
 
     return {"job": lambda wc: _job(verb, keys(wc))[0], "code": lambda wc: _job(verb, keys(wc))[1], "repair": repair}
 
@@ -129,7 +137,7 @@ def train_inputs(wc):
     inputs = {
         "images": L.prepared_images(data_of(wc.dataset), bb["resize"]),
         "index": L.prepared_index(data_of(wc.dataset), bb["resize"]),
-        "split": L.split_file(wc.suite, wc.dataset, wc.fold),
+        "split": L.split_file(wc.suite, wc.dataset, L.parse_run(wc.run)[0]),
         "weights": L.backbone_weights(bb["name"]),
     }
     if trains_on(wc.suite, wc.dataset, wc.method) == "features":
@@ -148,17 +156,27 @@ def embed_inputs(wc):
 
 
 def cell_inputs(wc):
-    """The recorded files of every fold's run of a (suite, dataset, method) cell."""
+    """The recorded files of every run (fold, seed) of a (suite, dataset, method) cell."""
     return [
-        L.run_file(wc.suite, wc.dataset, wc.method, k, name)
-        for k in range(n_folds(config, wc.suite, wc.dataset))
-        for name in ("metrics.json", "predictions.csv", "log.jsonl", "outputs.npz")
+        L.run_file(wc.suite, wc.dataset, wc.method, k, name, j)
+        for k, j in runs_of(config, wc.suite, wc.dataset)
+        for name in ("metrics.json", "predictions.csv", "log.jsonl", "outputs.npz", "run.json")
     ]
 
 
 def table_inputs(wc):
-    """The cell files of results/<suite>/<name>.csv (table_cells)."""
-    return table_cells(wc.suite, wc.name)
+    """The cell files of results/<suite>/<name>.csv (table_cells), and the predictions.csv and
+    metrics.json of their runs (the paired bootstrap of ordclip.tables.comparisons reads them)."""
+    spec = table_spec(config, wc.suite, wc.name)
+    runs = [
+        L.run_file(s, d, m, k, name, j)
+        for s in spec["suites"]
+        for d in spec["datasets"]
+        for m in spec["methods"]
+        for k, j in runs_of(config, s, d)
+        for name in ("predictions.csv", "metrics.json")
+    ]
+    return table_cells(wc.suite, wc.name) + runs
 
 
 def train_gpu(wc):
@@ -231,4 +249,5 @@ wildcard_constraints:
     dataset=r"[A-Za-z0-9][A-Za-z0-9_-]*",
     method=r"[A-Za-z0-9][A-Za-z0-9_-]*",
     fold=r"\d+",
+    run=L.RUN_NAME,
     size=r"\d+",

@@ -8,12 +8,12 @@ localrules:
 
 rule evaluate:
     input:
-        outputs=L.run_file("{suite}", "{dataset}", "{method}", "{fold}", "outputs.npz"),
-        log=L.run_file("{suite}", "{dataset}", "{method}", "{fold}", "log.jsonl"),
+        outputs=L.run_path("{suite}", "{dataset}", "{method}", "{run}", "outputs.npz"),
+        log=L.run_path("{suite}", "{dataset}", "{method}", "{run}", "log.jsonl"),
         index=prepared_index_of,
     output:
         **{
-            name.split(".")[0]: L.run_file("{suite}", "{dataset}", "{method}", "{fold}", name)
+            name.split(".")[0]: L.run_path("{suite}", "{dataset}", "{method}", "{run}", name)
             for name in L.RUN_EVAL_FILES
         },
     params:
@@ -21,6 +21,6 @@ rule evaluate:
     conda:
         "../envs/ordclip.yaml"
     log:
-        L.log_file("{suite}", "evaluate", "{dataset}", "{method}", "fold{fold}"),
+        L.log_file("{suite}", "evaluate", "{dataset}", "{method}", "{run}"),
     shell:
         ordclip_shell("evaluate")

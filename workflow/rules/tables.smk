@@ -1,4 +1,4 @@
-# Cells (mean ± std over folds) and the tables of each suite.
+# Cells (statistics over their runs: folds × seeds) and the tables of each suite.
 
 
 localrules:
@@ -59,6 +59,12 @@ rule table:
             labels={"suite": "{suite}", "table": "{name}.md"},
         ),
         metrics=L.table_file("{suite}", "{name}", "metrics.json"),
+        comparisons=report(
+            L.table_file("{suite}", "{name}", "comparisons.csv"),
+            caption="../report/table_comparisons.rst",
+            category="Tables",
+            labels={"suite": "{suite}", "table": "{name}.comparisons.csv"},
+        ),
     wildcard_constraints:
         name=L.TABLE_NAME,
     params:

@@ -1,4 +1,5 @@
-# One run = (suite, dataset, method, fold): train or fit, checkpoint every epoch, resume.
+# One run = (suite, dataset, method, fold, seed): train or fit, checkpoint, resume. {run} is the
+# run's folder name, fold<k> or fold<k>-seed<j> (ordclip.layout.run_name).
 
 
 rule train:
@@ -6,7 +7,7 @@ rule train:
         unpack(train_inputs),
     output:
         **{
-            name.split(".")[0]: L.run_file("{suite}", "{dataset}", "{method}", "{fold}", name)
+            name.split(".")[0]: L.run_path("{suite}", "{dataset}", "{method}", "{run}", name)
             for name in L.RUN_TRAIN_FILES
         },
     params:
@@ -21,8 +22,8 @@ rule train:
     conda:
         "../envs/ordclip.yaml"
     log:
-        L.log_file("{suite}", "train", "{dataset}", "{method}", "fold{fold}"),
+        L.log_file("{suite}", "train", "{dataset}", "{method}", "{run}"),
     benchmark:
-        benchmark_file(L.log_file("{suite}", "train", "{dataset}", "{method}", "fold{fold}"))
+        benchmark_file(L.log_file("{suite}", "train", "{dataset}", "{method}", "{run}"))
     shell:
         ordclip_shell("train")
