@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ordclip import layout
-from ordclip.data.corpus import Corpus, caption, generate_corpus
+from ordclip.data.corpus import Corpus, caption, start_corpus
 from ordclip.data.loader import ImagePipeline
 from ordclip.io import atomic_path, save_torch, write_text
 from ordclip.models.backbone import create_backbone, encode_token_embeddings, tokenizer
@@ -204,11 +204,13 @@ def pretrain(job: dict) -> None:
     bb = job["backbone"]
     cfg = bb["weights"]["pretrain"]
     t0 = time.perf_counter()
+    workers = torch.get_num_threads()  # the job's threads (OMP_NUM_THREADS): one corpus worker each
+    log_.info(f"pretrain {bb['name']}: generating the corpus ({cfg['corpus']}) in {workers} process(es), "
+              f"beside the random initialisation of seed {cfg['init_seed']}")
+    corpus = start_corpus(cfg["corpus"], bb["resize"], workers)  # the workers draw while the model is built
     torch.manual_seed(cfg["init_seed"])
     model = create_backbone(bb, None)  # the seeded random initialisation, as `init_seed` backbones
-    log_.info(f"pretrain {bb['name']}: from the random initialisation of seed {cfg['init_seed']}; generating the "
-              f"corpus ({cfg['corpus']})")
-    corpus = generate_corpus(cfg["corpus"], bb["resize"])
+    corpus = corpus()
     t_corpus = time.perf_counter() - t0
     log_.info(f"pretrain {bb['name']}: corpus of {len(corpus.images)} images in {_clock(t_corpus)}; "
               f"{cfg['steps']} steps of {cfg['batch_size']} pairs")

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from ordclip.config import backbone_config, load_params
-from ordclip.data.corpus import COLOURS, FAMILIES, caption, draw_image, family_counts, generate_corpus, image_hash
+from ordclip.data.corpus import (COLOURS, FAMILIES, caption, draw_image, family_counts, generate_corpus, image_hash,
+                                 start_corpus)
 from ordclip.data.synthetic import GENERATORS
 from ordclip.pretrain import clip_loss, encode_captions
 
@@ -93,6 +94,16 @@ def test_corpus_is_reproducible_and_split_by_family():
     assert a.images.shape == (40, 36, 36, 3) and np.array_equal(a.images, b.images) and a.hashes == b.hashes
     assert family_counts(40, cfg["families"]) == {f: 10 for f in FAMILIES}
     assert [x["family"] for x in a.attributes] == [f for f in FAMILIES for _ in range(10)]
+
+
+def test_corpus_drawn_in_worker_processes_is_the_same_byte_for_byte():
+    # the pretraining draws its corpus in one forked worker per thread of its job, while it builds the model
+    cfg = {"seed": 3, "images": 37, "image_size": 64, "families": {"count": 3, "fade": 1, "blur": 1, "combined": 2}}
+    one = generate_corpus(cfg, 36)
+    for workers in (2, 3):
+        many = start_corpus(cfg, 36, workers)()
+        assert many.images.dtype == np.uint8 and np.array_equal(many.images, one.images)
+        assert many.attributes == one.attributes and many.hashes == one.hashes
 
 
 def _evaluation_hashes(params: dict) -> set[str]:

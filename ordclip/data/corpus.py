@@ -23,6 +23,8 @@ ever drawn again here, and tests/test_pretrain.py checks it on the images' hashe
 from __future__ import annotations
 
 import hashlib
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +41,8 @@ COLOURS = {  # named colours of the counted shapes (the evaluation draws random 
 }
 SHAPES = {"circle": "circles", "square": "squares"}
 FAMILIES = ("count", "fade", "blur", "combined")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -162,22 +166,65 @@ def family_counts(n: int, weights: dict[str, float]) -> dict[str, int]:
     return counts
 
 
-def generate_corpus(cfg: dict, px: int) -> Corpus:
-    """The corpus of ``cfg`` (seed, images, image_size, families: {family: weight}), each image
-    drawn at ``image_size`` and resized to ``px`` (bicubic, as ordclip/data/prepare.py)."""
-    size = cfg["image_size"]
+def _draws(cfg: dict) -> list[tuple[int, str, int]]:
+    """(family number, family, index) of every corpus image, in corpus order."""
     counts = family_counts(cfg["images"], cfg["families"])
-    images = np.empty((sum(counts.values()), px, px, 3), dtype=np.uint8)
-    attributes, hashes, k = [], [], 0
-    for f, family in enumerate(FAMILIES):
-        for i in range(counts.get(family, 0)):
-            rng = np.random.default_rng([cfg["seed"], f, i])
-            img, attrs = draw_image(rng, family, size)
-            hashes.append(image_hash(img))
-            images[k] = np.asarray(img.resize((px, px), Image.BICUBIC))
-            attributes.append(attrs)
-            k += 1
-    return Corpus(images, attributes, hashes)
+    return [(f, family, i) for f, family in enumerate(FAMILIES) for i in range(counts.get(family, 0))]
+
+
+def _draw_images(cfg: dict, px: int, draws: list[tuple[int, str, int]]) -> tuple[np.ndarray, list[dict], list[str]]:
+    """The images of ``draws`` at ``px``, their attributes and hashes (each image from its own seed)."""
+    size = cfg["image_size"]
+    images = np.empty((len(draws), px, px, 3), dtype=np.uint8)
+    attributes, hashes = [], []
+    for k, (f, family, i) in enumerate(draws):
+        rng = np.random.default_rng([cfg["seed"], f, i])
+        img, attrs = draw_image(rng, family, size)
+        hashes.append(image_hash(img))
+        images[k] = np.asarray(img.resize((px, px), Image.BICUBIC))
+        attributes.append(attrs)
+    return images, attributes, hashes
+
+
+def generate_corpus(cfg: dict, px: int, workers: int = 1) -> Corpus:
+    """The corpus of ``cfg`` (seed, images, image_size, families: {family: weight}), each image
+    drawn at ``image_size`` and resized to ``px`` (bicubic, as ordclip/data/prepare.py); with
+    ``workers`` > 1, drawn in that many processes (:func:`start_corpus`)."""
+    return start_corpus(cfg, px, workers)()
+
+
+def start_corpus(cfg: dict, px: int, workers: int = 1) -> Callable[[], Corpus]:
+    """Start drawing the corpus of ``cfg`` and return the function that waits for it and returns it.
+
+    With ``workers`` > 1 (and the fork start method, as on Linux) the images are drawn in that many
+    forked worker processes while the caller goes on (the pretraining builds its model meanwhile);
+    otherwise they are drawn when the returned function is called. Every image comes from its own
+    seeded generator, so the corpus is the same, byte for byte, for any number of workers
+    (tests/test_pretrain.py). The workers run numpy and PIL only, never torch, so forking a
+    process that has imported torch is safe here."""
+    draws = _draws(cfg)
+    if workers <= 1 or len(draws) < 2 * workers:
+        return lambda: Corpus(*_draw_images(cfg, px, draws))
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        log.info(f"corpus: no fork start method on this platform; drawing {len(draws)} images in one process")
+        return lambda: Corpus(*_draw_images(cfg, px, draws))
+    chunks = 4 * workers  # a few chunks per worker, so that no worker waits long for the slowest
+    bounds = [len(draws) * c // chunks for c in range(chunks + 1)]
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+    futures = [pool.submit(_draw_images, cfg, px, draws[a:b]) for a, b in zip(bounds, bounds[1:])]
+
+    def result() -> Corpus:
+        try:
+            parts = [f.result() for f in futures]
+        finally:
+            pool.shutdown(cancel_futures=True)
+        return Corpus(np.concatenate([p[0] for p in parts]), [a for p in parts for a in p[1]],
+                      [h for p in parts for h in p[2]])
+
+    return result
 
 
 # --- captions -------------------------------------------------------------------------------------

@@ -34,5 +34,11 @@ rule pretrain:
         "../envs/ordclip.yaml"
     log:
         L.log_file("data", "pretrain", "{backbone}"),
+    benchmark:
+        benchmark_file(L.log_file("data", "pretrain", "{backbone}"))
+    # Its two OpenMP threads wait for each other at every operation of a small model. Spinning while
+    # they wait (libgomp's default) takes the cores that other jobs on a shared machine need and
+    # slows the job itself by up to 10x there (bench/RESULTS.md, issue 19); passive waiting sleeps.
+    # The thread count and so every number stay the same. An OMP_WAIT_POLICY of the user's wins.
     shell:
-        ordclip_shell("pretrain")
+        "OMP_WAIT_POLICY=${{OMP_WAIT_POLICY:-PASSIVE}} " + ordclip_shell("pretrain")
