@@ -41,4 +41,4 @@ rule pretrain:
     # slows the job itself by up to 10x there (bench/RESULTS.md, issue 19); passive waiting sleeps.
     # The thread count and so every number stay the same. An OMP_WAIT_POLICY of the user's wins.
     shell:
-        "OMP_WAIT_POLICY=${{OMP_WAIT_POLICY:-PASSIVE}} " + ordclip_shell("pretrain")
+        f"OMP_WAIT_POLICY=${{{{OMP_WAIT_POLICY:-PASSIVE}}}} {ordclip_shell('pretrain')}"
