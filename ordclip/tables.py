@@ -85,32 +85,31 @@ def cell_metrics(runs: list[dict], keys: list[tuple[int, int]] | None = None) ->
     one seed per fold): per table metric, the run values, their mean, sample std (ddof=1), 95 %
     t-interval over the runs that have one (ordclip.stats.t_interval), and, with several seeds,
     the variance from the split and from the seed (ordclip.stats.variance_shares)."""
+    keys = keys or [(k, 0) for k in range(len(runs))]
+    return {name: _summary([_at(r, path) for r in runs], keys) for name, path in CELL_METRICS.items()}
+
+
+def _summary(values: list, keys: list[tuple[int, int]]) -> dict:
+    """The statistics of one metric over a cell's runs (``keys``: their (fold, seed index)): mean,
+    sample std, t-interval, and with several seeds the split/seed variance components."""
     from ordclip.stats import t_interval, variance_shares
 
-    keys = keys or [(k, 0) for k in range(len(runs))]
-    folds, seeds = sorted({k for k, _ in keys}), sorted({j for _, j in keys})
-    metrics = {}
-    for name, path in CELL_METRICS.items():
-        values = [_at(r, path) for r in runs]
-        metrics[name] = _summary(values, t_interval)
-        if len(seeds) > 1:
-            grid = np.full((len(folds), len(seeds)), np.nan)
-            for (k, j), v in zip(keys, values):
-                grid[folds.index(k), seeds.index(j)] = np.nan if v is None else v
-            metrics[name].update(variance_shares(grid) or {"var_fold": None, "var_seed": None, "fold_share": None})
-    return metrics
-
-
-def _summary(values: list, t_interval) -> dict:
     finite = [v for v in values if v is not None and np.isfinite(v)]
     arr = np.array(finite, dtype=np.float64)
     ci = t_interval(arr) if len(arr) > 1 else None
-    return {
+    out = {
         "mean": float(arr.mean()) if len(arr) else None,
         "std": float(arr.std(ddof=1)) if len(arr) > 1 else None,
         "ci_low": None if ci is None else ci[0], "ci_high": None if ci is None else ci[1],
         "n": len(arr), "values": values,
     }
+    folds, seeds = sorted({k for k, _ in keys}), sorted({j for _, j in keys})
+    if len(seeds) > 1:
+        grid = np.full((len(folds), len(seeds)), np.nan)
+        for (k, j), v in zip(keys, values):
+            grid[folds.index(k), seeds.index(j)] = np.nan if v is None else v
+        out.update(variance_shares(grid) or {"var_fold": None, "var_seed": None, "fold_share": None})
+    return out
 
 
 def _read_cell(suite: str, dataset: str, method: str) -> dict:
@@ -126,8 +125,6 @@ def _overall(suite: str, group: str, members: list[str], method: str) -> dict:
     """A group's overall cell (e.g. aesthetics over its four categories): run (fold, seed)'s value
     is the mean of the members' values of that run; then the statistics of a cell over the runs.
     Its cost is the members' summed."""
-    from ordclip.stats import t_interval, variance_shares
-
     cells = [_read_cell(suite, d, method) for d in members]
     if len({tuple(cell_runs(c)) for c in cells}) != 1:
         raise ConfigError(f"suites.{suite}.overall.{group}: its datasets have different folds or seeds")
@@ -136,14 +133,7 @@ def _overall(suite: str, group: str, members: list[str], method: str) -> dict:
     for name in cells[0]["metrics"]:
         per_run = np.array([[np.nan if v is None else v for v in c["metrics"][name]["values"]] for c in cells],
                            dtype=np.float64).mean(axis=0)
-        values = [None if not np.isfinite(v) else float(v) for v in per_run]
-        metrics[name] = _summary(values, t_interval)
-        if len({j for _, j in keys}) > 1:
-            folds, seeds = sorted({k for k, _ in keys}), sorted({j for _, j in keys})
-            grid = np.full((len(folds), len(seeds)), np.nan)
-            for (k, j), v in zip(keys, per_run):
-                grid[folds.index(k), seeds.index(j)] = v
-            metrics[name].update(variance_shares(grid) or {"var_fold": None, "var_seed": None, "fold_share": None})
+        metrics[name] = _summary([None if not np.isfinite(v) else float(v) for v in per_run], keys)
     cost = {"devices": sorted({d for c in cells for d in c.get("cost", {}).get("devices", [])}),
             "seconds": round(sum(c.get("cost", {}).get("seconds", 0.0) for c in cells), 2)}
     return {"n_folds": cells[0]["n_folds"], "runs": [list(r) for r in keys], "metrics": metrics, "cost": cost}

@@ -214,25 +214,23 @@ def test_plan_names_a_missing_image_root_and_csv(repo_copy, tmp_path):
     """A bring-your-own dataset whose image root (or CSV) does not exist stops `snakemake -n` with
     the key and path, before Snakemake's MissingInputException."""
     labels = _faces(tmp_path / "faces", 0)
-    (repo_copy / "my.yaml").write_text(
-        f"datasets: {{faces: {{kind: csv, csv: {labels}, image_root: {tmp_path / 'nowhere'}}}}}\n"
-        "suites: {mine: {datasets: [faces], methods: [zeroshot], backbone: tiny, folds: 3}}\n")
-    proc = _snakemake(repo_copy, "-n", "results/table1.csv", "--configfile", "my.yaml", "--config", "suite=mine")
+
+    def plan(csv, image_root):
+        (repo_copy / "my.yaml").write_text(
+            f"datasets: {{faces: {{kind: csv, csv: {csv}, image_root: {image_root}}}}}\n"
+            "suites: {mine: {datasets: [faces], methods: [zeroshot], backbone: tiny, folds: 3}}\n")
+        return _snakemake(repo_copy, "-n", "results/table1.csv", "--configfile", "my.yaml", "--config", "suite=mine")
+
+    proc = plan(labels, tmp_path / "nowhere")
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "MissingInputException" not in out
     assert (f"datasets.faces.image_root: {tmp_path / 'nowhere'} is not a folder (used by suite mine); it is the "
             f"folder of your images") in out
-    (repo_copy / "my.yaml").write_text(
-        f"datasets: {{faces: {{kind: csv, csv: {tmp_path / 'faces/none.csv'}, image_root: {tmp_path / 'faces'}}}}}\n"
-        "suites: {mine: {datasets: [faces], methods: [zeroshot], backbone: tiny, folds: 3}}\n")
-    proc = _snakemake(repo_copy, "-n", "results/table1.csv", "--configfile", "my.yaml", "--config", "suite=mine")
+    proc = plan(tmp_path / "faces/none.csv", tmp_path / "faces")
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "MissingInputException" not in out
     assert f"datasets.faces.csv: {tmp_path / 'faces/none.csv'} not found (used by suite mine)" in out
-    (repo_copy / "my.yaml").write_text(
-        f"datasets: {{faces: {{kind: csv, csv: {labels}, image_root: {tmp_path / 'faces'}}}}}\n"
-        "suites: {mine: {datasets: [faces], methods: [zeroshot], backbone: tiny, folds: 3}}\n")
-    proc = _snakemake(repo_copy, "-n", "results/table1.csv", "--configfile", "my.yaml", "--config", "suite=mine")
+    proc = plan(labels, tmp_path / "faces")
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
