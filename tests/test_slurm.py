@@ -280,14 +280,14 @@ def test_tiny_suite_through_slurm_with_a_preempted_run(slurm_cluster, repo_copy,
     train_log = (repo_copy / "logs/demo/train/fading/coop/fold0.log").read_text()
     assert "resuming from" in train_log and "epoch 40/40" in train_log, train_log[-3000:]
     # The job shell waited for training to checkpoint, and passed on its status (128 + SIGTERM).
-    slurm_log = (repo_copy / f"logs/slurm/rule_train/demo_fading_coop_0/{preempted}.log").read_text()
+    slurm_log = (repo_copy / f"logs/slurm/rule_train/demo_fading_coop_fold0/{preempted}.log").read_text()
     assert "returned non-zero exit status 143" in slurm_log, slurm_log[-3000:]
 
     # The train jobs got the node's GPU, and their runs record the SLURM job and the device.
     for fold in (0, 1):
         run = json.loads((repo_copy / f"results/demo/runs/fading/coop/fold{fold}/run.json").read_text())
         assert run["job"]["slurm_job_id"] in jobs and run["job"]["cuda_visible_devices"] == "0", run["job"]
-        assert jobs[run["job"]["slurm_job_id"]] == ("COMPLETED", f"rule_train_wildcards_demo_fading_coop_{fold}")
+        assert jobs[run["job"]["slurm_job_id"]] == ("COMPLETED", f"rule_train_wildcards_demo_fading_coop_fold{fold}")
         job = subprocess.run(["scontrol", "show", "job", run["job"]["slurm_job_id"]], capture_output=True,
                              text=True, check=True).stdout
         assert "TresPerJob=gres:gpu:1" in job and "CpusPerTres=gres:gpu:1" in job, job  # --gpus, --cpus-per-gpu
