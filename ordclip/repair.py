@@ -13,10 +13,12 @@ job, and what follows it; once the files are whole the count stays, so nothing r
 from __future__ import annotations
 
 import json
+import logging
 import os
-import sys
 from pathlib import Path
 from typing import Iterable
+
+log = logging.getLogger(__name__)
 
 STATE = Path(".snakemake/ordclip/repair")
 
@@ -89,7 +91,7 @@ def repair_count(rule: str, key: str, inputs: Iterable[str], outputs: Iterable[s
         saved = {"count": saved["count"] + 1, "seen": seen}
         write_text(path, json.dumps(saved))
         what = "; ".join(f"{p} ({s})" for p, s in problems)
-        print(f"ordclip: {rule} {key.replace('-', ' ')}: {what}: the job runs again", file=sys.stderr)
+        log.info(f"{rule} {key.replace('-', ' ')}: {what}: the job runs again")
     return saved["count"]
 
 

@@ -15,14 +15,16 @@ Fold k of the ``given`` protocol tests on list k and trains on the four others.
 
 from __future__ import annotations
 
+import logging
 import re
-import sys
 from pathlib import Path
 
 from ordclip.data.fetch import (image_members, label_counts, member_path, obtain, read_lines, unpack,
                                 write_labels, write_record)
 from ordclip.errors import ConfigError, DataError
 from ordclip.io import atomic_path
+
+log = logging.getLogger(__name__)
 
 REQUEST = ("the Adience request form, https://talhassner.github.io/home/projects/Adience/Adience-data.html "
            "(aligned.tar.gz and fold_0_data.txt .. fold_4_data.txt)")
@@ -126,5 +128,5 @@ def fetch(dataset_cfg: dict, raw_dir: str) -> None:
         write_labels(raw, rows, ["fold"])
         write_record(raw, sources, {"lists": kind, "images": len(rows), "labels": label_counts(rows),
                                     "left_out_no_single_group": dropped})
-    print(f"ordclip: adience ({kind} folds): {len(rows)} faces"
-          + (f", {sum(dropped.values())} left out (age fits no single group)" if dropped else ""), file=sys.stderr)
+    log.info(f"adience ({kind} folds): {len(rows)} faces"
+             + (f", {sum(dropped.values())} left out (age fits no single group)" if dropped else ""))

@@ -18,13 +18,15 @@ then carries a ``split0`` column (train/test) for the ``given`` protocol, one fo
 
 from __future__ import annotations
 
-import sys
+import logging
 from pathlib import Path, PurePosixPath
 
 from ordclip.data.fetch import (image_members, label_counts, member_path, obtain, read_lines, unpack,
                                 write_labels, write_record)
 from ordclip.errors import ConfigError, DataError
 from ordclip.io import atomic_path
+
+log = logging.getLogger(__name__)
 
 CATEGORIES = ("animals", "nature", "people", "urban")
 IMAGES_REQUEST = ("Flickr, by the photo ids of beauty-icwsm15-dataset.tsv "
@@ -103,5 +105,5 @@ def fetch(dataset_cfg: dict, raw_dir: str) -> None:
         write_record(raw, sources, {"category": category, "lists": dataset_cfg.get("lists", "cv"), "images": len(rows),
                                     "labels": label_counts(rows),
                                     "missing_left_out": [photo for _, _, photo in missing]})
-    print(f"ordclip: aesthetics {category}: {len(rows)} photos"
-          + (f", {len(missing)} listed photos missing and left out" if missing else ""), file=sys.stderr)
+    log.info(f"aesthetics {category}: {len(rows)} photos"
+             + (f", {len(missing)} listed photos missing and left out" if missing else ""))

@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import csv
 import io
-import sys
+import logging
 from pathlib import Path, PurePosixPath
 
 from ordclip.data.fetch import image_members, label_counts, member_path, obtain, unpack, write_labels, write_record
 from ordclip.data.prepare import decode_text
 from ordclip.errors import DataError
 from ordclip.io import atomic_path
+
+log = logging.getLogger(__name__)
 
 IMAGES_REQUEST = ("the ChaLearn LAP 2015 apparent age data, after registration at "
                   "https://chalearnlap.cvc.uab.cat/dataset/18/description/ (extract its train, validation and "
@@ -98,5 +100,4 @@ def fetch(dataset_cfg: dict, raw_dir: str) -> None:
         write_labels(raw, rows, ["split0", "stdv"])
         parts = {p: sum(r["split0"] == p for r in rows) for p in PARTS}
         write_record(raw, sources, {"images": len(rows), "parts": parts, "labels": label_counts(rows)})
-    print(f"ordclip: clap2015: {len(rows)} images ({', '.join(f'{n} {p}' for p, n in parts.items())})",
-          file=sys.stderr)
+    log.info(f"clap2015: {len(rows)} images ({', '.join(f'{n} {p}' for p, n in parts.items())})")

@@ -15,13 +15,15 @@ on the others; val is a per-rank fraction of train (``split.val``). 82 subjects 
 
 from __future__ import annotations
 
+import logging
 import re
-import sys
 from pathlib import Path, PurePosixPath
 
 from ordclip.data.fetch import image_members, label_counts, member_path, obtain, unpack, write_labels, write_record
 from ordclip.errors import DataError
 from ordclip.io import atomic_path
+
+log = logging.getLogger(__name__)
 
 REQUEST = ("the FG-NET aging database (Lanitis et al.), e.g. FGNET.zip as mirrored at "
            "https://yanweifu.github.io/FG_NET_data/ (not checked here: pin its sha256 once you have it)")
@@ -70,5 +72,5 @@ def fetch(dataset_cfg: dict, raw_dir: str) -> None:
         write_record(raw, sources, {"images": len(rows), "subjects": len(subjects),
                                     "fold_subjects": {str(k): s for k, s in enumerate(subjects)},
                                     "labels": label_counts(rows)})
-    print(f"ordclip: fgnet: {len(rows)} images of {len(subjects)} subjects ({len(subjects)} leave-one-person-out "
-          f"folds)", file=sys.stderr)
+    log.info(f"fgnet: {len(rows)} images of {len(subjects)} subjects ({len(subjects)} leave-one-person-out "
+             f"folds)")

@@ -9,13 +9,15 @@ verified. Every image in a folder named after a decade is indexed, labelled 0 (1
 
 from __future__ import annotations
 
-import sys
+import logging
 from pathlib import PurePosixPath
 
 from ordclip.data.fetch import (is_image, label_counts, member_path, obtain, source_files, unpack, write_labels,
                                 write_record)
 from ordclip.errors import DataError
 from ordclip.io import atomic_path
+
+log = logging.getLogger(__name__)
 
 REQUEST = "https://graphics.cs.cmu.edu/projects/historicalColor/ (HistoricalColor-ECCV2012-DecadeDatabase.tar)"
 DECADES = ["1930s", "1940s", "1950s", "1960s", "1970s"]
@@ -38,5 +40,4 @@ def fetch(dataset_cfg: dict, raw_dir: str) -> None:
         unpack(archive, raw / "images", keep=members.__contains__)
         write_labels(raw, rows, [])
         write_record(raw, sources, {"images": len(rows), "labels": counts})
-    print(f"ordclip: hci: {len(rows)} images, per decade {[counts[str(i)] for i in range(len(DECADES))]}",
-          file=sys.stderr)
+    log.info(f"hci: {len(rows)} images, per decade {[counts[str(i)] for i in range(len(DECADES))]}")

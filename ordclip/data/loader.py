@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +12,8 @@ import torch
 
 from ordclip.data.splits import read_index, read_split
 from ordclip.io import load_numpy
+
+log = logging.getLogger(__name__)
 
 NORMALIZE = {
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
@@ -88,9 +90,8 @@ def load_fold(images_npy: str | Path, index_csv: str | Path, split_csv: str | Pa
         free = free_memory(device)
         resident = need <= RESIDENT_SHARE * free
         if not resident:
-            print(f"ordclip: the fold's images take {need / 2**30:.2f} GiB, over {RESIDENT_SHARE:.0%} of the "
-                  f"{free / 2**30:.2f} GiB free on {device}: batches are read from {images_npy} as they are needed",
-                  file=sys.stderr)
+            log.info(f"the fold's images take {need / 2**30:.2f} GiB, over {RESIDENT_SHARE:.0%} of the "
+                     f"{free / 2**30:.2f} GiB free on {device}: batches are read from {images_npy} as they are needed")
     out = {}
     for part, idx in split.items():
         if resident:

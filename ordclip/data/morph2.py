@@ -30,14 +30,16 @@ Lists name images by file name; each is found in the archive by its base name (c
 
 from __future__ import annotations
 
+import logging
 import re
-import sys
 from pathlib import Path, PurePosixPath
 
 from ordclip.data.fetch import (image_members, label_counts, member_path, obtain, read_lines, unpack,
                                 write_labels, write_record)
 from ordclip.errors import ConfigError, DataError
 from ordclip.io import atomic_path
+
+log = logging.getLogger(__name__)
 
 ARCHIVE_REQUEST = ("the MORPH II academic licence from UNC Wilmington "
                    "(https://ebill.uncw.edu/C20231_ustores/web/store_main.jsp?STOREID=4)")
@@ -200,6 +202,6 @@ def fetch(dataset_cfg: dict, raw_dir: str) -> None:
         write_record(raw, sources, summary)
     shared = (f"; {subjects['subjects_in_several_lists']} of {subjects['subjects']} subjects "
               f"({subjects['images_of_those_subjects']} images) are in more than one list" if subjects else "")
-    print(f"ordclip: morph2 setting {setting}"
-          + (f" ({orientation})" if orientation else "") + f": {len(rows)} images{shared}", file=sys.stderr)
+    log.info(f"morph2 setting {setting}"
+             + (f" ({orientation})" if orientation else "") + f": {len(rows)} images{shared}")
 
