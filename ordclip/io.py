@@ -88,30 +88,38 @@ def _disk_full(exc: BaseException, folder: Path) -> bool:
     return False
 
 
-def disk_full_error(path: Path, written: int, exc: BaseException | None = None) -> DiskFullError:
+def disk_full_error(path: Path, written: int, exc: BaseException | None = None,
+                    size: int | None = None) -> DiskFullError:
     """The error of an atomic write of ``path`` that ran out of space after ``written`` bytes of its
-    temporary (already removed): the file, the space it needs, the space left and what was kept."""
+    temporary (already removed): the file, the space it needs (``size`` where the writer knows it,
+    else a lower bound), the space left and what was kept."""
     free = shutil.disk_usage(path.parent).free
     previous = _size(path)
     kept = (f"the previous {path.name} ({previous:,} bytes) is kept unchanged" if path.exists()
             else f"no earlier {path.name} existed")
-    hint = f", about the previous file's {previous:,}" if previous > written else ""
+    if size is not None:
+        need = f"writing it needs {size:,} bytes free"
+    else:
+        hint = f", about the previous file's {previous:,}" if previous > written else ""
+        need = f"writing it needs more than {written:,} bytes free{hint}"
     cause = "" if exc is None or (isinstance(exc, OSError) and exc.errno) else f" ({type(exc).__name__}: {exc})"
     return DiskFullError(f"{path}: the disk is full{cause}; it filled after {written:,} bytes of the new file, so "
-                         f"writing it needs more than {written:,} bytes free{hint}; {free:,} bytes are free on "
+                         f"{need}; {free:,} bytes are free on "
                          f"{path.parent} now (the partial temporary was removed); {kept}; "
                          f"free space there and run the job again")
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, is_dir: bool = False, checked: bool = False) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, is_dir: bool = False, checked: bool = False,
+                size: int | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
 
     Before the rename the file (every file of a folder) and its folder are flushed to disk, so a
     crash or power loss leaves either the old or the new complete file, never a partial one.
     Temporaries left by an earlier, killed writer of ``path`` are removed first. ``checked``: also
     write the size and sha256 record that verified_input() checks (see checksum_path). A full disk
-    (ENOSPC) raises DiskFullError naming the file and the space it needs; the earlier file stays."""
+    (ENOSPC) raises DiskFullError naming the file and the space it needs (``size``: the bytes the
+    caller will write, where it knows them); the earlier file stays."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_temporaries(path, is_dir)
@@ -124,7 +132,7 @@ def atomic_path(path: str | os.PathLike, is_dir: bool = False, checked: bool = F
             tmp = Path(name)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise disk_full_error(path, 0) from None
+            raise disk_full_error(path, 0, size=size) from None
         raise
     try:
         yield tmp
@@ -148,7 +156,7 @@ def atomic_path(path: str | os.PathLike, is_dir: bool = False, checked: bool = F
         else:
             tmp.unlink(missing_ok=True)
         if full:
-            raise disk_full_error(path, written, exc) from None
+            raise disk_full_error(path, written, exc, size=size) from None
         raise
 
 

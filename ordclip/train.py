@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import math
 import os
 import signal
@@ -41,6 +42,8 @@ from ordclip.metrics import mode_predictions, selection_score, summarize
 from ordclip.models.backbone import compile_towers, create_backbone, tokenizer
 from ordclip.optim import RAdam
 from ordclip.runs import device_for, inputs, lineage, task_for
+
+log = logging.getLogger(__name__)
 
 OPTIMIZERS = {
     # OrdinalCLIP's RAdam: decoupled weight decay, no step while ρ_t < 5 (ordclip/optim.py)
@@ -405,7 +408,7 @@ def _save_resume(path: Path, identity: dict, at: tuple[int, int], method, names:
         buf = io.BytesIO()
         torch.save(state, buf)
         payload = buf.getvalue()
-        with atomic_path(path) as tmp:
+        with atomic_path(path, size=len(RESUME_MAGIC) + 65 + len(payload)) as tmp:
             with open(tmp, "wb") as f:
                 f.write(RESUME_MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n")
                 f.write(payload)
@@ -423,8 +426,7 @@ def _set_aside(path: Path, reason: str) -> None:
     while aside.exists():
         aside, n = path.with_name(f"{path.name}.unreadable.{n}"), n + 1
     os.replace(path, aside)
-    print(f"ordclip: WARNING: {path}: {reason}; moved it to {aside}; training starts from scratch",
-          file=sys.stderr)
+    log.warning(f"{path}: {reason}; moved it to {aside}; training starts from scratch")
 
 
 def _load_resume(path: Path, identity: dict | None) -> dict | None:
@@ -453,7 +455,7 @@ def _load_resume(path: Path, identity: dict | None) -> dict | None:
         return None
     why = None if identity is None else resume_mismatch(ckpt.get("identity"), identity)
     if why is not None:
-        print(f"ordclip: {path} is not this run ({why}); starting afresh", file=sys.stderr)
+        log.info(f"{path} is not this run ({why}); starting afresh")
         return None
     return ckpt
 
@@ -531,7 +533,7 @@ def _train_images_writing(cfg: dict, fold: int, paths: dict[str, str], out: Path
         torch.set_rng_state(ckpt["torch_rng"])
         partial = ckpt.get("partial")
         at = f", step {partial['next'] // mcfg['batch_size']}" if partial else ""
-        print(f"resuming from {resume_path}: stage {start_stage}, epoch {start_epoch}{at}", file=sys.stderr)
+        log.info(f"resuming from {resume_path}: stage {start_stage}, epoch {start_epoch}{at}")
         del ckpt
 
     batch_size = mcfg["batch_size"]

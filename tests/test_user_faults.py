@@ -2,6 +2,7 @@
 after --configfile, bad rows of a bring-your-own CSV, two Snakemake runs at once (FAULTS.md)."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -34,13 +35,22 @@ def test_disk_full_names_the_file_and_keeps_the_previous_one(tmp_path):
     assert "needs more than 3,000 bytes free, about the previous file's 5,000" in message
     assert "the previous resume.pt (5,000 bytes) is kept unchanged" in message
     assert previous.read_bytes() == b"p" * 5000 and sorted(os.listdir(tmp_path)) == ["resume.pt"]
+    # A writer that knows its size (resume.pt's) gets the exact figure instead of the lower bound.
+    with pytest.raises(DiskFullError) as err:
+        with atomic_path(previous, size=9000) as tmp:
+            tmp.write_bytes(b"n" * 3000)
+            with open("/dev/full", "wb") as full:
+                full.write(b"x" * 100)
+                full.flush()
+    assert "so writing it needs 9,000 bytes free;" in str(err.value) and "more than" not in str(err.value)
 
 
 PROBE = textwrap.dedent("""
     import sys, numpy as np, torch
     from pathlib import Path
     from ordclip.errors import DiskFullError
-    from ordclip.io import atomic_path, write_text
+    from ordclip.io import BackgroundWriter, atomic_path, write_text
+    from ordclip.train import _save_resume
     d = Path(sys.argv[1])
     write_text(d / "resume.pt", "previous")
     for name, write in [("resume.pt", lambda t: t.write_bytes(b"x" * 3_000_000)),
@@ -51,6 +61,13 @@ PROBE = textwrap.dedent("""
                 write(tmp)
         except DiskFullError as exc:
             print(name, "|", exc)
+    writer = BackgroundWriter()  # training's own resume.pt write, in its background thread
+    _save_resume(d / "resume.pt", {}, (0, 1), torch.nn.Linear(600, 600), ["weight"], None, None,
+                 torch.Generator(), [], {}, {}, [], writer=writer)
+    try:
+        writer.wait()
+    except DiskFullError as exc:
+        print("train resume.pt", "|", exc)
     print(sorted(p.name for p in d.iterdir()), (d / "resume.pt").read_text())
 """)
 
@@ -68,12 +85,17 @@ def test_disk_full_on_a_real_full_filesystem(tmp_path):
                            f"{sys.executable} {tmp_path / 'probe.py'} {mnt}"], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert [line.split(" | ")[0] for line in lines[:3]] == ["resume.pt", "outputs.npy", "model.pt"], proc.stdout
-    for line in lines[:3]:
+    assert [line.split(" | ")[0] for line in lines[:4]] == ["resume.pt", "outputs.npy", "model.pt",
+                                                             "train resume.pt"], proc.stdout
+    for line in lines[:4]:
         assert f"{mnt}/" in line and "the disk is full" in line and "bytes free" in line
     assert "the previous resume.pt (8 bytes) is kept unchanged" in lines[0]
     assert "no earlier model.pt existed" in lines[2]
-    assert lines[3] == "['resume.pt'] previous"
+    # The trainer knows the size of the checkpoint it writes (a 600 x 600 float32 weight and more).
+    need = re.search(r"so writing it needs ([\d,]+) bytes free;", lines[3])
+    assert need and int(need[1].replace(",", "")) > 600 * 600 * 4, lines[3]
+    assert "the previous resume.pt (8 bytes) is kept unchanged" in lines[3]
+    assert lines[4] == "['resume.pt'] previous"
 
 
 def _snakemake(cwd: Path, *args: str) -> subprocess.CompletedProcess:
@@ -159,6 +181,15 @@ def test_configfile_check_names_a_yaml_of_no_known_section(tmp_path):
     with pytest.raises(ConfigError, match=r"--configfile notes.yaml: not a params file: none of its keys "
                                           r"\(title, runs\) is a section of params.yaml"):
         check_configfiles([good, bad], tmp_path)
+    # A params file the user keeps under data/ or results/ is still a params file.
+    (tmp_path / "data").mkdir()
+    kept = tmp_path / "data" / "faces.yaml"
+    kept.write_text("datasets: {faces: {kind: csv}}\n")
+    check_configfiles([good, kept], tmp_path)
+    (tmp_path / "data" / "notes.yaml").write_text("title: x\n")
+    with pytest.raises(ConfigError, match=r"--configfile data/notes.yaml: not a params file: it is a file the "
+                                          r"pipeline writes \(under data/\); none of its keys \(title\)"):
+        check_configfiles([tmp_path / "data" / "notes.yaml"], tmp_path)
 
 
 def _faces(root: Path, n_bad: int) -> Path:
