@@ -103,6 +103,17 @@ def test_label_outside_configured_ranks(tmp_path):
         prepare(tmp_path / "labels.csv", tmp_path, 8, [1, 5], tmp_path / "x.npy", tmp_path / "i.csv")
 
 
+def test_every_label_outside_the_ranks_is_named_by_its_line(tmp_path):
+    _write_dataset(tmp_path, [("img/a.png", 0), ("img/b.png", 3), ("img/c.png", 9), ("img/d.png", 6)])
+    with pytest.raises(DataError) as err:
+        prepare(tmp_path / "labels.csv", tmp_path, 8, [1, 5], tmp_path / "x.npy", tmp_path / "i.csv")
+    message = str(err.value)
+    assert "labels.csv: 3 out-of-range labels; fix them all and rerun" in message
+    assert ("line 2: label 0 is outside the ranks 1..5" in message and "line 4: label 9" in message
+            and "line 5: label 6" in message and "line 3:" not in message)
+    assert not (tmp_path / "x.npy").exists()
+
+
 def test_stratified_split_fractions_disjoint_and_seeded():
     ranks = np.repeat(np.arange(4), 40)
     cfg = {"train": 0.6, "val": 0.15, "test": 0.25}

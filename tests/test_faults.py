@@ -406,10 +406,23 @@ def test_duplicate_paths_are_an_error_naming_both_lines(tmp_path):
     names = _images(tmp_path, 60)
     rows = [f"{n},{i % 5}" for i, n in enumerate(names)] * 2             # 120 rows for 60 images
     (tmp_path / "labels.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
-    with pytest.raises(DataError, match=r"labels.csv lines 2 and 62: image 'img0.png' is listed twice .*duplicates: drop"):
+    with pytest.raises(DataError, match=r"(?s)labels.csv: 60 repeated images.*lines 2 and 62: image 'img0.png' is listed twice .*duplicates: drop"):
         read_label_table(tmp_path / "labels.csv", tmp_path)
     kept, _ = read_label_table(tmp_path / "labels.csv", tmp_path, duplicates="drop")
     assert [r["path"] for r in kept] == names
+
+
+def test_every_repeated_image_is_in_one_error(tmp_path):
+    """60 images listed twice: one error counts all 60 pairs and lists the first 20 by their lines."""
+    names = _images(tmp_path, 60)
+    rows = [f"{n},{i % 5}" for i, n in enumerate(names)] * 2
+    (tmp_path / "labels.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DataError) as err:
+        read_label_table(tmp_path / "labels.csv", tmp_path)
+    message = str(err.value)
+    assert "labels.csv: 60 repeated images; fix them all and rerun" in message
+    assert "lines 2 and 62: image 'img0.png'" in message and "lines 21 and 81: image 'img19.png'" in message
+    assert "img20.png" not in message and "... and 40 more" in message and message.endswith("duplicates: drop to keep the first of identical rows")
 
 
 def test_duplicate_with_a_conflicting_label_fails_even_when_dropping(tmp_path, capsys):

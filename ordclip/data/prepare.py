@@ -69,9 +69,10 @@ def _path_key(path: str) -> str:
 def drop_duplicates(rows: list[dict], columns: list[str], labels_csv: Path, duplicates: str) -> list[dict]:
     """The rows with each image once. A path listed twice fails naming both lines (``duplicates``
     'error'); with 'drop', later rows that repeat an earlier one (same label and protocol columns) are
-    dropped and counted; rows that disagree fail in either case."""
+    dropped and counted; rows that disagree fail in either case. Every repeated image is in the one
+    error (the first MAX_BAD_ROWS listed, all counted)."""
     first: dict[str, dict] = {}
-    kept, dropped = [], 0
+    kept, dropped, conflicts, repeats = [], 0, [], []
     for row in rows:
         key = _path_key(row["path"])
         prev = first.get(key)
@@ -79,15 +80,20 @@ def drop_duplicates(rows: list[dict], columns: list[str], labels_csv: Path, dupl
             first[key] = row
             kept.append(row)
             continue
-        where = f"{labels_csv} lines {prev['line']} and {row['line']}: image {row['path']!r} is listed twice"
+        where = f"lines {prev['line']} and {row['line']}: image {row['path']!r} is listed twice"
         differ = [c for c in ("label", *columns) if prev[c] != row[c]]
         if differ:
-            raise DataError(f"{where}, with different {', '.join(differ)} "
-                            f"({', '.join(f'{prev[c]!r} vs {row[c]!r}' for c in differ)}); keep the right row only")
-        if duplicates == "error":
-            raise DataError(f"{where} (it would be in train and test at once); remove the repeated row, or set "
-                            f"the dataset's duplicates: drop to keep the first of identical rows")
-        dropped += 1
+            conflicts.append(f"{where}, with different {', '.join(differ)} "
+                             f"({', '.join(f'{prev[c]!r} vs {row[c]!r}' for c in differ)}); keep the right row only")
+        elif duplicates == "error":
+            repeats.append(f"{where} (it would be in train and test at once)")
+        else:
+            dropped += 1
+    if conflicts or repeats:
+        err = bad_rows_error(labels_csv, conflicts + repeats, "repeated image")
+        hint = ("; remove the repeated rows, or set the dataset's duplicates: drop to keep the first of "
+                "identical rows") if repeats else ""
+        raise DataError(f"{err}{hint}")
     if dropped:
         log.info(f"{labels_csv}: dropped {dropped} repeated row(s) (duplicates: drop); {len(kept)} images")
     return kept
@@ -214,6 +220,11 @@ def prepare(labels_csv: str | Path, image_root: str | Path, px: int, ranks: list
     if interpolation not in INTERPOLATIONS:
         raise ConfigError(f"resize_interpolation: {interpolation!r}; expected one of {sorted(INTERPOLATIONS)}")
     rows, extra = read_label_table(labels_csv, image_root, duplicates)
+    if ranks is not None:
+        outside = [f"line {r['line']}: label {r['label']} is outside the ranks {ranks[0]}..{ranks[1]}"
+                   for r in rows if not ranks[0] <= r["label"] <= ranks[1]]
+        if outside:
+            raise bad_rows_error(Path(labels_csv), outside, "out-of-range label")
     report_identical(rows, Path(image_root), Path(labels_csv))
     lo, _ = rank_range([r["label"] for r in rows], ranks, str(labels_csv))
     with atomic_path(out_images, checked=True) as tmp:
