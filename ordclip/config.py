@@ -110,18 +110,17 @@ def check_yaml_files(paths: Iterable[str | Path]) -> None:
 
 
 def check_configfiles(paths: Iterable[str | Path], workdir: str | Path = ".") -> None:
-    """Refuse a ``snakemake --configfile`` value that is no params file: a pipeline output (under
-    results/, data/ or logs/), a file that is not .yaml/.yml/.json, or one none of whose top-level
-    keys is a section of params.yaml. Such a value is almost always a target written after
-    ``--configfile`` (which takes several values), and the error says to put it first."""
+    """Refuse a ``snakemake --configfile`` value that is no params file: a file that is not
+    .yaml/.yml/.json, or one none of whose top-level keys is a section of params.yaml (the error
+    adds when it is a pipeline output, under results/, data/ or logs/; a params file kept there is
+    accepted). Such a value is almost always a target written after ``--configfile`` (which takes
+    several values), and the error says to put it first."""
     sections = sorted(_schema()["properties"])
     workdir = Path(workdir).resolve()
     for path in map(Path, paths):
         reasons = []
         resolved = path.resolve()
         top = resolved.relative_to(workdir).parts[0] if resolved.is_relative_to(workdir) else None
-        if top in ("results", "data", "logs"):
-            reasons.append(f"it is a file the pipeline writes (under {top}/)")
         if path.suffix.lower() not in (".yaml", ".yml", ".json"):
             reasons.append("it is not a .yaml, .yml or .json file")
         try:
@@ -131,6 +130,8 @@ def check_configfiles(paths: Iterable[str | Path], workdir: str | Path = ".") ->
         if not set(keys) & set(sections):
             shown = ", ".join(map(str, keys[:6])) + (" ..." if len(keys) > 6 else "")
             reasons.append(f"none of its keys ({shown or 'none'}) is a section of params.yaml ({', '.join(sections)})")
+        if reasons and top in ("results", "data", "logs"):
+            reasons.insert(0, f"it is a file the pipeline writes (under {top}/)")
         if reasons:
             shown_path = resolved.relative_to(workdir) if top is not None else path
             raise ConfigError(f"--configfile {shown_path}: not a params file: {'; '.join(reasons)}. A target written after "
