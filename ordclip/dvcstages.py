@@ -34,6 +34,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -48,7 +49,6 @@ from ordclip.errors import OrdclipError
 
 DVC_YAML, DVC_LOCK = "dvc.yaml", "dvc.lock"
 CODE_DIR = "lineage/code"
-DATA_SUITE = "data"  # data steps are shared by every suite; no suite may take this name
 DATA_RULES = ("generate", "fetch", "prepare", "backbone", "pretrain")
 SUITE_RULES = ("split", "embed", "train", "evaluate", "cell", "table")
 RECORDED_RULES = (*DATA_RULES, *SUITE_RULES, "default_table")
@@ -156,6 +156,13 @@ def build_stages(jobs: list[Mapping], params: Mapping, files: Mapping[str, Mappi
                 for p in j["output"]:
                     if _under(p, d):
                         producer_dirs[p] = d
+    named: dict[str, tuple[str, ...]] = {}
+    for unit in units:
+        other = named.setdefault(stage_name(unit), unit)
+        if other != unit:  # names may hold '-', the separator of a stage name's parts
+            raise DvcCommitError(f"DVC stage name {stage_name(unit)!r} would stand for both {other} and {unit} "
+                                 f"(suite, dataset and method names joined by '-'); rename one of them so that "
+                                 f"the record can tell them apart (every result file is kept)")
     stages: dict[str, dict] = {}
     stamps: set[str] = set()
     for unit, members in sorted(units.items()):
@@ -172,8 +179,10 @@ def build_stages(jobs: list[Mapping], params: Mapping, files: Mapping[str, Mappi
         declared += [{f: ks} for f, data in files.items() if f != "params.yaml"
                      if (ks := [k for k in keys if _present(data, k)])]
         outs = _compress(outputs, owned_dirs(unit))
-        metrics = [L.cell_file(*unit[1:])] if unit[0] == "cell" else []
-        targets = " ".join(shlex.quote(p) for p in (metrics or outputs))  # a cell's file brings its runs
+        cell = [L.cell_file(*unit[1:])] if unit[0] == "cell" else []
+        # DVC metrics: a cell's file (one row per cell), and a table's summary (one row per table)
+        metrics = cell or [p for p in outs if unit[0] == "table" and p.endswith(".metrics.json")]
+        targets = " ".join(shlex.quote(p) for p in (cell or outputs))  # a cell's file brings its runs
         stage: dict = {"cmd": f"snakemake --cores all {targets}{args}",
                        "deps": [*dict.fromkeys(inputs), *(f"{CODE_DIR}/{s}.json" for s in code)]}
         if declared:
@@ -220,9 +229,12 @@ def merge(old: Mapping, stages: Mapping[str, dict], new_plots: list[dict]) -> di
     """dvc.yaml's content: the old stages but those replaced or superseded (a run's stage once its
     cell is recorded), then the new ones; the plots likewise."""
     kept = dict(old.get("stages") or {})
-    cells = [n.removeprefix("cell-") for n in stages if n.startswith("cell-")]
+    # a run's stage is run-<cell>-<fold>[-seed<j>]: matched whole, so that cell demo-d-coop does not
+    # take the runs of a method coop-x
+    runs_of = [re.compile(rf"run-{re.escape(n.removeprefix('cell-'))}-\d+(-seed\d+)?") for n in stages
+               if n.startswith("cell-")]
     for name in list(kept):
-        if name in stages or (name.startswith("run-") and any(name.startswith(f"run-{c}-") for c in cells)):
+        if name in stages or any(r.fullmatch(name) for r in runs_of):
             del kept[name]
     new_files = {next(iter(p)) for p in new_plots}
     plots_ = [p for p in old.get("plots") or [] if next(iter(p)) not in new_files] + new_plots

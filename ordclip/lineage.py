@@ -74,7 +74,8 @@ def read_lock(root: str | Path = ".") -> dict[str, dict] | None:
 
 def _need(path: Path, what: str) -> Path:
     if not path.is_file():
-        raise DataError(f"{path}: not found ({what}); build it with `snakemake --cores all {path}`")
+        raise DataError(f"{path}: not found ({what}); build it with `snakemake --cores all {path}`, adding the "
+                        f"--configfile options its suite was run with where it is not a suite of params.yaml")
     return path
 
 
@@ -82,7 +83,8 @@ def _read_json(path: Path, what: str) -> dict:
     try:
         return json.loads(_need(path, what).read_text())
     except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON: {exc}") from None
+        raise DataError(f"{path}: not valid JSON: {exc}; delete it and build it again with "
+                        f"`snakemake --cores all {path}` (and its suite's --configfile options)") from None
 
 
 def _dvc_check(paths: list[Path], lock: dict | None, hashes: dict[str, tuple[str, str]]) -> list[dict]:

@@ -20,7 +20,7 @@ import yaml
 
 from conftest import ROOT
 from ordclip.config import load_params
-from ordclip.dvcstages import DvcCommitError, record
+from ordclip.dvcstages import DvcCommitError, build_stages, merge, record
 from ordclip.jobs import code_files, code_hash, job_config, job_json
 
 GIT = ["git", "-c", "user.name=ordclip-test", "-c", "user.email=test@ordclip.invalid"]
@@ -146,6 +146,12 @@ def test_a_run_is_recorded_and_plans_nothing_more(built):
     assert listed.returncode == 0 and "cell-demo-fading-coop" in listed.stdout.split(), listed.stdout + listed.stderr
     metrics = _dvc(built, "metrics", "show", "--json")
     assert "results/demo/cells/fading/coop.json" in metrics.stdout, metrics.stdout + metrics.stderr
+    # A table's summary is a metric of its stage: one readable row per table.
+    assert stages["table-demo-table1"]["metrics"] == ["results/demo/table1.metrics.json"]
+    table = _dvc(built, "metrics", "show", "--json", "results/demo/table1.metrics.json")
+    (workspace,) = json.loads(table.stdout).values()
+    assert list(workspace["data"]) == ["results/demo/table1.metrics.json"], table.stdout + table.stderr
+    assert workspace["data"]["results/demo/table1.metrics.json"]["data"], table.stdout
     for cmd in (["dag"], ["params", "diff"], ["plots", "show", "-o", "plots"], ["repro", "cell-demo-fading-coop"]):
         proc = _dvc(built, *cmd)
         assert proc.returncode == 0, (cmd, proc.stdout[-2000:], proc.stderr[-2000:])
@@ -462,3 +468,32 @@ def test_the_audit_compares_a_1_fold_table_and_names_the_value_that_differs():
     edited.loc[0, "mean"] = 0.6
     assert _first_difference(table, edited, keys) == ("mean of (suite s, dataset d, method m, metric mae) is 0.6, "
                                                       "rebuilt from the cells: 0.5")
+
+
+def test_lineage_of_a_missing_or_damaged_file_advises_a_command_that_builds_it(tmp_path):
+    from ordclip.errors import DataError
+    from ordclip.lineage import cell_lineage, run_lineage
+
+    run = tmp_path / "results/mine/runs/faces/coop/fold0"
+    with pytest.raises(DataError, match=r"run.json: not found \(the run was never trained\); build it with "
+                                        r"`snakemake --cores all .*run.json`, adding the --configfile options"):
+        run_lineage(run, None)
+    cell = tmp_path / "coop.json"
+    cell.write_text('{"runs": [')
+    with pytest.raises(DataError, match=r"coop.json: not valid JSON: .*; delete it and build it again with "
+                                        r"`snakemake --cores all .*coop.json`"):
+        cell_lineage(cell, None)
+
+
+def test_stage_names_that_would_stand_for_two_units_are_an_error_and_runs_are_superseded_by_their_own_cell():
+    def job(suite, dataset, method, run="fold0"):
+        return {"rule": "train", "wildcards": {"suite": suite, "dataset": dataset, "method": method, "run": run},
+                "input": [], "output": [f"results/{suite}/runs/{dataset}/{method}/{run}/model.pt"], "params": {}}
+
+    with pytest.raises(DvcCommitError, match=r"DVC stage name 'run-a-b-c-m-0' would stand for both "
+                                             r"\('run', 'a-b', 'c', 'm', '0'\) and \('run', 'a', 'b-c', 'm', '0'\)"):
+        build_stages([job("a-b", "c", "m"), job("a", "b-c", "m")], {}, {}, "")
+    old = {"stages": {"run-demo-d-coop-0": {}, "run-demo-d-coop-1-seed2": {}, "run-demo-d-coop-x-0": {},
+                      "run-demo-d-coop-x-1-seed1": {}}}
+    assert list(merge(old, {"cell-demo-d-coop": {}}, [])["stages"]) == [
+        "run-demo-d-coop-x-0", "run-demo-d-coop-x-1-seed1", "cell-demo-d-coop"]
