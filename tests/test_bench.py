@@ -1,4 +1,5 @@
-"""The benchmarks run: bench/gpu.py with the tiny model on any device, bench/startup.py's parser."""
+"""The benchmarks run: bench/gpu.py with the tiny model on any device, bench/comparisons.py and
+bench/lineage.py small, bench/startup.py's parser."""
 
 import subprocess
 import sys
@@ -35,3 +36,20 @@ def test_comparisons_benchmark_runs_small():
                            "--folds", "2", "--seeds", "2"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "3 methods × 4 runs × 40 test images, 2 metrics: 4 comparisons" in proc.stdout
+
+
+@pytest.mark.slow
+def test_lineage_benchmark_records_the_paper_suite(tmp_path):
+    """bench/lineage.py with tiny stand-ins: the paper suite's DAG is recorded, recorded again and
+    checked by `dvc status` (exit 0), and every row has its time."""
+    out = tmp_path / "lineage.md"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "lineage.py"), "--mb", "0.01", "--out", str(out)],
+                          capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [r.split(" | ")[0].lstrip("| ") for r in rows] == [
+        "first (every stage new)", "again, nothing changed", "again, one cell's runs rewritten (5 folds)",
+        "dvc status (whole record, afterwards)"], text
+    assert all(float(r.rstrip(" |").split(" | ")[1]) > 0 for r in rows), text
+    assert "dvc status exit 0." in text and "DVC stages" in text, text

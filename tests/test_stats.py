@@ -146,3 +146,18 @@ def test_no_marks_where_a_method_has_one_run(in_tmp):
     df = comparisons(cells, ["mae"])
     assert df["p"].isna().all() and marks(cells, df, ["mae"]) == set()
     assert df["p_boot"].iloc[0] == 0.0                    # the image bootstrap still answers with one run
+
+
+def test_a_wider_value_rewrites_only_its_own_line_of_the_markdown_table(in_tmp):
+    """Why the .md is not DataFrame.to_markdown (tabulate pads each column to its widest cell): a
+    value that grows a digit changes its own row, and the diff of a table kept in git stays one line."""
+    runs = [(0, 0), (1, 0)]
+    _write_cell("s", "d", "a", runs, [1.0, 1.2], [0.9, 0.8])
+    _write_cell("s", "d", "b", runs, [2.0, 2.2], [0.5, 0.6])
+    cells = {("s", "d", m): json.loads(Path(layout.cell_file("s", "d", m)).read_text()) for m in ("a", "b")}
+    before = markdown(read_cells("s", ["d"], ["a", "b"], cells=cells), ["a", "b"], ["d"], ["mae"]).splitlines()
+    _write_cell("s", "d", "b", runs, [20.0, 22.0], [0.5, 0.6])
+    cells[("s", "d", "b")] = json.loads(Path(layout.cell_file("s", "d", "b")).read_text())
+    after = markdown(read_cells("s", ["d"], ["a", "b"], cells=cells), ["a", "b"], ["d"], ["mae"]).splitlines()
+    changed = [(x, y) for x, y in zip(before, after) if x != y]
+    assert len(before) == len(after) and len(changed) == 1 and changed[0][1].startswith("| b | 21.00 ± "), changed
