@@ -568,3 +568,28 @@ def test_l2rclip_paper_stages_start_at_their_base_lr_on_imagenet_statistics():
             sched.step()
         epochs = cfg["method"][stage]["epochs"]
         assert seen[0] == lr and seen[1] == pytest.approx(lr * (1 + math.cos(math.pi / epochs)) / 2)
+
+
+def test_paper_suite_numclip_label_shift_is_one_on_morph_and_aesthetics_only():
+    """Issue 20: NumCLIP's `y = y - 1` (runner_ssr.py:69) is `label_shift: 1` in the paper suite's resolved
+    runs on MORPH II (settings A-D, its few-shot variants, the NumCLIP ablations) and the four aesthetics
+    categories (5-fold and fixed split), and on the backbone suites that share those overrides; the default
+    (methods.numclip) is 0, so HCI, Adience, CLAP2015, FG-NET and the demo keep the labels as they are."""
+    assert PARAMS["methods"]["numclip"]["label_shift"] == 0
+    shifted = [("paper", d, "numclip") for d in ("morph2", "morph2_B", "morph2_C", "morph2_D", "morph2-4shot")]
+    shifted += [("paper", "morph2", m) for m in ("numclip_plain_ce", "numclip_fcrc_ce", "numclip_fcrc_ce_kl")]
+    shifted += [("paper", f"aesthetics{fixed}_{c}", "numclip")
+                for fixed in ("", "_fixed") for c in ("animals", "nature", "people", "urban")]
+    shifted += [("paper", "aesthetics_animals-4shot", "numclip"), ("paper_rn50", "morph2", "numclip")]
+    unshifted = [("paper", d, "numclip") for d in ("hci", "hci-4shot", "adience", "clap2015", "fgnet")]
+    unshifted += [("demo", "counting", "numclip")]
+    for suite, dataset, method in shifted + unshifted:
+        cfg = run_config(PARAMS, suite, dataset, method)["method"]
+        assert cfg["label_shift"] == (1 if (suite, dataset, method) in shifted else 0), (suite, dataset, method)
+    # the shift travels with the rest of NumCLIP's MORPH II recipe, which it does not replace
+    assert run_config(PARAMS, "paper", "morph2_C", "numclip")["method"]["epochs"] == 200
+    # NumCLIP's ablations are its MORPH II recipe with other loss terms: 200 epochs too (default_morph.yaml:34)
+    for method in ("numclip_plain_ce", "numclip_fcrc_ce", "numclip_fcrc_ce_kl"):
+        assert run_config(PARAMS, "paper", "morph2", method)["method"]["epochs"] == 200, method
+    aesthetics = run_config(PARAMS, "paper", "aesthetics_fixed_urban", "numclip")["method"]
+    assert (aesthetics["lr"]["context"], aesthetics["select_on"]) == (1.0e-5, "mae_max")
