@@ -111,10 +111,11 @@ def check_yaml_files(paths: Iterable[str | Path]) -> None:
 
 def check_configfiles(paths: Iterable[str | Path], workdir: str | Path = ".") -> None:
     """Refuse a ``snakemake --configfile`` value that is no params file: a file that is not
-    .yaml/.yml/.json, or one none of whose top-level keys is a section of params.yaml (the error
-    adds when it is a pipeline output, under results/, data/ or logs/; a params file kept there is
-    accepted). Such a value is almost always a target written after ``--configfile`` (which takes
-    several values), and the error says to put it first."""
+    .yaml/.yml/.json, or one none of whose top-level keys is a section of params.yaml; under
+    results/, data/ or logs/ (where the pipeline writes), also one with any key that is not a section
+    (a cell's or run's JSON carries ``suite`` or ``seed`` beside its own keys); a params file kept
+    there is accepted. Such a value is almost always a target written after ``--configfile`` (which
+    takes several values), and the error says to put it first."""
     sections = sorted(_schema()["properties"])
     workdir = Path(workdir).resolve()
     for path in map(Path, paths):
@@ -127,9 +128,15 @@ def check_configfiles(paths: Iterable[str | Path], workdir: str | Path = ".") ->
             keys = list(load_yaml(path.read_text(encoding="utf-8")) or {})
         except (OSError, UnicodeDecodeError, yaml.YAMLError, TypeError):
             keys = []
+        unknown = [str(k) for k in keys if k not in sections]
         if not set(keys) & set(sections):
             shown = ", ".join(map(str, keys[:6])) + (" ..." if len(keys) > 6 else "")
             reasons.append(f"none of its keys ({shown or 'none'}) is a section of params.yaml ({', '.join(sections)})")
+        elif unknown and top in ("results", "data", "logs"):
+            shown = ", ".join(unknown[:6]) + (" ..." if len(unknown) > 6 else "")
+            many = len(unknown) > 1
+            reasons.append(f"its key{'s' if many else ''} {shown} {'are' if many else 'is'} no section"
+                           f"{'s' if many else ''} of params.yaml ({', '.join(sections)})")
         if reasons and top in ("results", "data", "logs"):
             reasons.insert(0, f"it is a file the pipeline writes (under {top}/)")
         if reasons:

@@ -190,6 +190,14 @@ def test_configfile_check_names_a_yaml_of_no_known_section(tmp_path):
     with pytest.raises(ConfigError, match=r"--configfile data/notes.yaml: not a params file: it is a file the "
                                           r"pipeline writes \(under data/\); none of its keys \(title\)"):
         check_configfiles([tmp_path / "data" / "notes.yaml"], tmp_path)
+    # A cell's JSON has `suite` and `seeds` beside its own keys: under results/ it is still a target.
+    cell = tmp_path / "results" / "demo" / "cells" / "fading" / "coop.json"
+    cell.parent.mkdir(parents=True)
+    cell.write_text('{"suite": "demo", "dataset": "fading", "seeds": 1, "runs": [], "metrics": {}}\n')
+    with pytest.raises(ConfigError, match=r"--configfile results/demo/cells/fading/coop.json: not a params file: it "
+                                          r"is a file the pipeline writes \(under results/\); its keys dataset, seeds, "
+                                          r"runs, metrics are no sections of params.yaml .*put the target before"):
+        check_configfiles([good, cell], tmp_path)
 
 
 def _faces(root: Path, n_bad: int) -> Path:

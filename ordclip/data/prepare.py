@@ -91,8 +91,8 @@ def drop_duplicates(rows: list[dict], columns: list[str], labels_csv: Path, dupl
             dropped += 1
     if conflicts or repeats:
         err = bad_rows_error(labels_csv, conflicts + repeats, "repeated image")
-        hint = ("; remove the repeated rows, or set the dataset's duplicates: drop to keep the first of "
-                "identical rows") if repeats else ""
+        hint = (f"; remove the repeated row{'s' if len(repeats) > 1 else ''}, or set the dataset's duplicates: "
+                f"drop to keep the first of identical rows") if repeats else ""
         raise DataError(f"{err}{hint}")
     if dropped:
         log.info(f"{labels_csv}: dropped {dropped} repeated row(s) (duplicates: drop); {len(kept)} images")
