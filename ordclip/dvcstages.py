@@ -294,6 +294,23 @@ def _finish_journal(root: Path) -> None:
     shutil.rmtree(state / "staged", ignore_errors=True)
 
 
+def clear_torn_rwlock(root: Path) -> bool:
+    """Remove DVC's ``.dvc/tmp/rwlock`` if it is not JSON; True if it was removed. DVC rewrites that
+    file in place (truncate, then write), so a kill of the record in between leaves it empty or cut,
+    and every later DVC command fails with RWLockFileCorruptedError. The holders it listed cannot be
+    read back; DVC reads a missing file as no holder."""
+    path = root / ".dvc" / "tmp" / "rwlock"
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+        return False
+    except FileNotFoundError:
+        return False
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        path.unlink()
+        _progress(f"{path} was cut by the kill of an earlier record (not JSON); removed it")
+        return True
+
+
 def recover(root: str | Path = ".") -> None:
     """Complete a record a kill interrupted (Snakefile start-up, before any job is planned): a
     journal is rolled forward (that record was complete); a record that never reached its journal
@@ -311,6 +328,7 @@ def recover(root: str | Path = ".") -> None:
         cache = root / ".dvc" / "cache"
         for tmp in cache.rglob("*.tmp") if cache.is_dir() else ():
             tmp.unlink(missing_ok=True)
+        clear_torn_rwlock(root)
     if pending.is_file():
         saved = json.loads(pending.read_text())
         _progress("the last record was interrupted; recording it again")

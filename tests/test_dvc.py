@@ -20,7 +20,7 @@ import yaml
 
 from conftest import ROOT
 from ordclip.config import load_params
-from ordclip.dvcstages import DvcCommitError, build_stages, merge, record
+from ordclip.dvcstages import DvcCommitError, build_stages, clear_torn_rwlock, merge, record
 from ordclip.jobs import code_files, code_hash, job_config, job_json
 
 GIT = ["git", "-c", "user.name=ordclip-test", "-c", "user.email=test@ordclip.invalid"]
@@ -497,3 +497,18 @@ def test_stage_names_that_would_stand_for_two_units_are_an_error_and_runs_are_su
                       "run-demo-d-coop-x-1-seed1": {}}}
     assert list(merge(old, {"cell-demo-d-coop": {}}, [])["stages"]) == [
         "run-demo-d-coop-x-0", "run-demo-d-coop-x-1-seed1", "cell-demo-d-coop"]
+
+
+def test_an_rwlock_cut_by_a_kill_is_removed_and_a_whole_one_kept(tmp_path, capsys):
+    """DVC truncates .dvc/tmp/rwlock before it writes it again: a kill of the record in between left it
+    empty, and the next run's recovery then failed with DVC's RWLockFileCorruptedError (seen on a
+    fresh clone's test run)."""
+    rwlock = tmp_path / ".dvc" / "tmp" / "rwlock"
+    rwlock.parent.mkdir(parents=True)
+    assert not clear_torn_rwlock(tmp_path)
+    rwlock.write_text('{"read": {}, "write": {}}')
+    assert not clear_torn_rwlock(tmp_path) and rwlock.is_file()
+    for torn in ("", '{"read": {"a": [{"pid"'):
+        rwlock.write_text(torn)
+        assert clear_torn_rwlock(tmp_path) and not rwlock.exists()
+    assert "rwlock was cut by the kill of an earlier record" in capsys.readouterr().err
